@@ -1,0 +1,1 @@
+"""sync_observability: sync state, history, alerts and retention for Dagster, in real tables."""

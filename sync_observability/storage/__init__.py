@@ -1,0 +1,1 @@
+"""Storage: tables, the SyncStore that owns every query, and migrations."""

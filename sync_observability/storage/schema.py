@@ -1,0 +1,199 @@
+"""The tables, as SQLAlchemy Core. Only names here are contract (see DESIGN.md).
+
+The tables carry no schema name: on PostgreSQL the engine's ``search_path`` points at the
+configured schema (``sync_observability`` by default), so the same definitions, the Alembic
+migrations and users' unqualified SQL all land in it; on SQLite they live in the main database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+SYNC_STATUSES = ("never_run", "running", "success", "failed")
+RUN_STATUSES = ("running", "success", "failed")
+SYNC_TYPES = ("full", "incremental")
+MAX_NAME_LENGTH = 255
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp on both engines.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no timestamp type, so values are stored as naive
+    UTC text in one fixed format, which keeps lexical order equal to time order; they come back
+    aware. Naive datetimes are refused rather than guessed at.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r} given; sync_observability stores UTC")
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+# JSONB on PostgreSQL: the seeds' SQL calls jsonb_array_length(errors). none_as_null keeps
+# Python None as SQL NULL instead of the JSON literal 'null'.
+JSONType = sa.JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
+# 64-bit counters on PostgreSQL; SQLite's INTEGER is already 64-bit.
+Count = sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _json_array_check(column: str, name: str) -> list[sa.CheckConstraint]:
+    """The same 'is a JSON array' rule, spelled in each dialect's JSON functions."""
+    return [
+        sa.CheckConstraint(f"jsonb_typeof({column}) = 'array'", name=name).ddl_if(
+            dialect="postgresql"
+        ),
+        sa.CheckConstraint(f"json_type({column}) = 'array'", name=name).ddl_if(dialect="sqlite"),
+    ]
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+sync_state = sa.Table(
+    "sync_state",
+    metadata,
+    sa.Column("resource", sa.String(MAX_NAME_LENGTH), primary_key=True),
+    sa.Column("source_system", sa.String(MAX_NAME_LENGTH)),
+    sa.Column("target_system", sa.String(MAX_NAME_LENGTH)),
+    # The time watermark: start time (or advanced value) of the last successful sync.
+    sa.Column("last_sync_time", UTCDateTime()),
+    # A non-time watermark (an id, a page token, a dict of them), when the source needs one.
+    sa.Column("cursor", JSONType),
+    sa.Column("last_sync_status", sa.String(16), nullable=False, server_default="never_run"),
+    sa.Column("records_synced", Count, nullable=False, server_default="0"),
+    sa.Column("records_created", Count, nullable=False, server_default="0"),
+    sa.Column("records_updated", Count, nullable=False, server_default="0"),
+    sa.Column("errors", JSONType, nullable=False, server_default=sa.text("'[]'")),
+    sa.Column("started_at", UTCDateTime()),
+    sa.Column("completed_at", UTCDateTime()),
+    sa.Column("duration_ms", Count),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_success_at", UTCDateTime()),
+    sa.Column("current_sync_id", sa.String(36)),
+    sa.Column("dagster_run_id", sa.String(64)),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint(_in("last_sync_status", SYNC_STATUSES), name="last_sync_status"),
+    sa.CheckConstraint("records_synced >= 0", name="records_synced"),
+    sa.CheckConstraint("records_created >= 0", name="records_created"),
+    sa.CheckConstraint("records_updated >= 0", name="records_updated"),
+    sa.CheckConstraint("duration_ms >= 0", name="duration_ms"),
+    sa.CheckConstraint("consecutive_failures >= 0", name="consecutive_failures"),
+    sa.CheckConstraint(
+        "completed_at IS NULL OR started_at IS NULL OR completed_at >= started_at",
+        name="valid_sync_timerange",
+    ),
+    sa.CheckConstraint(
+        "last_sync_status != 'running' OR completed_at IS NULL", name="running_incomplete"
+    ),
+    *_json_array_check("errors", "errors_is_array"),
+)
+
+# Seed 001's indexes: current failures/running (partial), staleness, slowest syncs (partial).
+sa.Index(
+    "ix_sync_state_not_success",
+    sync_state.c.last_sync_status,
+    postgresql_where=sync_state.c.last_sync_status != "success",
+    sqlite_where=sync_state.c.last_sync_status != "success",
+)
+# SQLite sorts NULLs last under DESC already, and rejects NULLS LAST in an index.
+sa.Index("ix_sync_state_last_sync_time", sync_state.c.last_sync_time.desc().nulls_last()).ddl_if(
+    dialect="postgresql"
+)
+sa.Index("ix_sync_state_last_sync_time", sync_state.c.last_sync_time.desc()).ddl_if(
+    dialect="sqlite"
+)
+sa.Index(
+    "ix_sync_state_duration",
+    sync_state.c.duration_ms.desc(),
+    postgresql_where=sync_state.c.duration_ms.is_not(None),
+    sqlite_where=sync_state.c.duration_ms.is_not(None),
+)
+
+
+def _history_columns() -> list[sa.Column[Any]]:
+    """Columns shared by sync_history and sync_history_archive."""
+    return [
+        sa.Column("sync_id", sa.String(36), primary_key=True),
+        sa.Column("resource", sa.String(MAX_NAME_LENGTH), nullable=False),
+        sa.Column("source_system", sa.String(MAX_NAME_LENGTH)),
+        sa.Column("target_system", sa.String(MAX_NAME_LENGTH)),
+        sa.Column("sync_type", sa.String(16), nullable=False),
+        sa.Column("sync_start_time", UTCDateTime(), nullable=False),
+        sa.Column("sync_end_time", UTCDateTime()),
+        sa.Column("sync_status", sa.String(16), nullable=False),
+        sa.Column("records_processed", Count, nullable=False, server_default="0"),
+        sa.Column("records_created", Count, nullable=False, server_default="0"),
+        sa.Column("records_updated", Count, nullable=False, server_default="0"),
+        sa.Column("records_failed", Count, nullable=False, server_default="0"),
+        sa.Column("error_message", sa.Text),
+        sa.Column("errors", JSONType, nullable=False, server_default=sa.text("'[]'")),
+        sa.Column("watermark_before", UTCDateTime()),
+        sa.Column("watermark_after", UTCDateTime()),
+        sa.Column("cursor_before", JSONType),
+        sa.Column("cursor_after", JSONType),
+        sa.Column("duration_ms", Count),
+        sa.Column("dagster_run_id", sa.String(64)),
+        sa.Column("asset_key", sa.Text),
+        sa.Column("partition_key", sa.Text),
+        sa.Column("retry_number", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("metadata", JSONType, nullable=False, server_default=sa.text("'{}'")),
+    ]
+
+
+sync_history = sa.Table(
+    "sync_history",
+    metadata,
+    *_history_columns(),
+    sa.CheckConstraint(_in("sync_status", RUN_STATUSES), name="sync_status"),
+    sa.CheckConstraint(_in("sync_type", SYNC_TYPES), name="sync_type"),
+    sa.CheckConstraint(
+        "records_processed >= 0 AND records_created >= 0 AND records_updated >= 0 "
+        "AND records_failed >= 0",
+        name="record_counts",
+    ),
+    sa.CheckConstraint("duration_ms >= 0", name="duration_ms"),
+    sa.CheckConstraint(
+        "sync_end_time IS NULL OR sync_end_time >= sync_start_time", name="valid_sync_timerange"
+    ),
+    sa.CheckConstraint("sync_status != 'running' OR sync_end_time IS NULL", name="running_open"),
+    *_json_array_check("errors", "errors_is_array"),
+)
+
+# Seed 000's query patterns: time range (1, 3, 4), failures by time (2 and the alert queries),
+# one resource's recent runs (the tracker, slow and volume rules), system-specific history.
+sa.Index("ix_sync_history_sync_start_time", sync_history.c.sync_start_time)
+sa.Index("ix_sync_history_status_time", sync_history.c.sync_status, sync_history.c.sync_start_time)
+sa.Index("ix_sync_history_resource_time", sync_history.c.resource, sync_history.c.sync_start_time)
+sa.Index(
+    "ix_sync_history_source_time", sync_history.c.source_system, sync_history.c.sync_start_time
+)
