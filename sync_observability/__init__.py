@@ -1,1 +1,51 @@
-"""sync_observability: sync state, history, alerts and retention for Dagster, in real tables."""
+"""sync_observability: sync state, history, alerts and retention for Dagster, in real tables.
+
+Examples:
+    .. code-block:: python
+
+        import dagster as dg
+        from sync_observability import SyncTracker
+
+        @dg.asset
+        def accounts(context: dg.AssetExecutionContext, sync_tracker: SyncTracker):
+            with sync_tracker.track(context, source_system="vantage") as sync:
+                rows = fetch_accounts(modified_since=sync.watermark)
+                sync.record(processed=len(rows))
+            return dg.MaterializeResult(metadata=sync.metadata)
+"""
+
+from sync_observability.errors import (
+    ConfigurationError,
+    ConstraintViolationError,
+    DatabaseUnavailableError,
+    InvalidInputError,
+    StorageError,
+    SyncAlreadyRunningError,
+    SyncNotRunningError,
+    SyncObservabilityError,
+    SyncStateError,
+    WatermarkRewindError,
+)
+from sync_observability.storage.store import SyncOutcome, SyncRecord, SyncState, SyncStore
+from sync_observability.tracking import SyncRun, SyncTracker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "ConstraintViolationError",
+    "DatabaseUnavailableError",
+    "InvalidInputError",
+    "StorageError",
+    "SyncAlreadyRunningError",
+    "SyncNotRunningError",
+    "SyncObservabilityError",
+    "SyncOutcome",
+    "SyncRecord",
+    "SyncRun",
+    "SyncState",
+    "SyncStateError",
+    "SyncStore",
+    "SyncTracker",
+    "WatermarkRewindError",
+]

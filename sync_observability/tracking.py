@@ -1,0 +1,435 @@
+"""SyncTracker (the Dagster resource) and SyncRun (the handle a tracked sync works with)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import traceback
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from sync_observability.errors import (
+    InvalidInputError,
+    SyncAlreadyRunningError,
+    WatermarkRewindError,
+)
+from sync_observability.storage.engine import DEFAULT_SCHEMA, default_database_url
+from sync_observability.storage.store import SyncOutcome, SyncRecord, SyncState, SyncStore
+from sync_observability.validation import (
+    check_aware,
+    check_count,
+    check_json,
+    check_name,
+    check_sync_type,
+)
+
+log = logging.getLogger("sync_observability")
+
+TRACEBACK_LIMIT = 4000
+ORPHANED = "ORPHANED"
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class SyncRun:
+    """One running sync: read its starting watermark, record counts, advance the watermark.
+
+    Made by :meth:`SyncTracker.track`; finished (success or failed) when the ``with`` block
+    ends. ``metadata`` is ready for ``dg.MaterializeResult`` once the block has ended.
+    """
+
+    def __init__(self, record: SyncRecord) -> None:
+        self._record = record
+        self._counts = {"processed": 0, "created": 0, "updated": 0, "failed": 0}
+        self._errors: list[dict[str, Any]] = []
+        self._watermark_after: dt.datetime | None = None
+        self._cursor_after: Any = None
+        self._cursor_advanced = False
+        self._status = "running"
+        self._ended_at: dt.datetime | None = None
+
+    @property
+    def sync_id(self) -> str:
+        """This sync's id (the ``sync_history`` primary key)."""
+        return self._record.sync_id
+
+    @property
+    def resource(self) -> str:
+        """The resource being synced."""
+        return self._record.resource
+
+    @property
+    def started_at(self) -> dt.datetime:
+        """When this sync started (the default new watermark)."""
+        return self._record.sync_start_time
+
+    @property
+    def watermark(self) -> dt.datetime | None:
+        """The last successful sync's watermark; None the first time. Fetch rows modified since."""
+        return self._record.watermark_before
+
+    @property
+    def cursor(self) -> Any:
+        """The last successful sync's non-time watermark (any JSON value), None if never set."""
+        return self._record.cursor_before
+
+    @property
+    def status(self) -> str:
+        """``running`` inside the block, then ``success`` or ``failed``."""
+        return self._status
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """Errors recorded so far (a copy)."""
+        return [dict(e) for e in self._errors]
+
+    def record(
+        self, *, processed: int = 0, created: int = 0, updated: int = 0, failed: int = 0
+    ) -> None:
+        """Add to this sync's record counts; call once or once per batch."""
+        given = {"processed": processed, "created": created, "updated": updated, "failed": failed}
+        for name, value in given.items():
+            check_count(name, value)
+        for name, value in given.items():
+            self._counts[name] += value
+
+    def advance_watermark(self, value: Any, *, allow_rewind: bool = False) -> None:
+        """Set the watermark the next sync starts from, written only if this sync succeeds.
+
+        A ``datetime`` (timezone-aware) moves the time watermark (``last_sync_time``); any other
+        JSON value moves the ``cursor``. Moving either backwards needs ``allow_rewind=True``.
+        Without a call, a successful sync moves the time watermark to its own start time.
+        """
+        self._require_running()
+        if isinstance(value, dt.datetime):
+            value = check_aware("watermark", value)
+            if self.watermark is not None and value < self.watermark and not allow_rewind:
+                raise WatermarkRewindError(self.resource, self.watermark, value)
+            self._watermark_after = value
+            return
+        check_json("cursor", value)
+        if value is None:
+            raise InvalidInputError("cursor", value, "must not be None")
+        if _is_rewind(self.cursor, value) and not allow_rewind:
+            raise WatermarkRewindError(self.resource, self.cursor, value)
+        self._cursor_after = value
+        self._cursor_advanced = True
+
+    def add_error(self, code: str, message: str, **details: Any) -> None:
+        """Record an error (kept in ``errors``); the sync still succeeds unless the block raises."""
+        check_name("code", code)
+        if not isinstance(message, str):
+            raise InvalidInputError("message", message, "must be a string")
+        for key, value in details.items():
+            check_json(f"details[{key!r}]", value)
+        self._errors.append(
+            {"code": code, "message": message, "timestamp": utcnow().isoformat(), **details}
+        )
+
+    @property
+    def metadata(self) -> dict[str, dg.MetadataValue]:
+        """Counts, duration, watermarks and status, typed for ``dg.MaterializeResult``."""
+        duration_ms = None
+        if self._ended_at is not None:
+            duration_ms = max(0, round((self._ended_at - self.started_at).total_seconds() * 1000))
+        after = self._new_watermark() if self._status == "success" else self.watermark
+        return {
+            "dagster/row_count": dg.MetadataValue.int(self._counts["processed"]),
+            "records_processed": dg.MetadataValue.int(self._counts["processed"]),
+            "records_created": dg.MetadataValue.int(self._counts["created"]),
+            "records_updated": dg.MetadataValue.int(self._counts["updated"]),
+            "records_failed": dg.MetadataValue.int(self._counts["failed"]),
+            "duration_ms": _int_or_null(duration_ms),
+            "watermark_before": _timestamp_or_null(self.watermark),
+            "watermark_after": _timestamp_or_null(after),
+            "sync_id": dg.MetadataValue.text(self.sync_id),
+            "sync_status": dg.MetadataValue.text(self._status),
+            "error_count": dg.MetadataValue.int(len(self._errors)),
+        }
+
+    # -- used by SyncTracker.track ---------------------------------------------------------
+
+    def _require_running(self) -> None:
+        if self._status != "running":
+            raise InvalidInputError("sync", self.sync_id, f"is {self._status}, not running")
+
+    def _new_watermark(self) -> dt.datetime:
+        if self._watermark_after is not None:
+            return self._watermark_after
+        # Default: the start time, so rows modified while we ran are fetched again next time.
+        # Never backwards: an advanced watermark may be ahead of this machine's clock.
+        if self.watermark is not None and self.watermark > self.started_at:
+            return self.watermark
+        return self.started_at
+
+    def _outcome(self, status: str, error_message: str | None = None) -> SyncOutcome:
+        return SyncOutcome(
+            status=status,
+            ended_at=utcnow(),
+            records_processed=self._counts["processed"],
+            records_created=self._counts["created"],
+            records_updated=self._counts["updated"],
+            records_failed=self._counts["failed"],
+            errors=self.errors,
+            error_message=error_message,
+            watermark_after=self._new_watermark() if status == "success" else None,
+            cursor_after=self._cursor_after,
+            cursor_advanced=self._cursor_advanced,
+        )
+
+    def _add_exception(self, error: BaseException) -> str:
+        message = f"{type(error).__name__}: {error}"
+        trace = "".join(traceback.format_exception(error))
+        self._errors.append(
+            {
+                "code": type(error).__name__,
+                "message": str(error),
+                "timestamp": utcnow().isoformat(),
+                "traceback": trace[-TRACEBACK_LIMIT:],
+            }
+        )
+        return message
+
+    def _finished(self, outcome: SyncOutcome) -> None:
+        self._status = outcome.status
+        self._ended_at = max(outcome.ended_at, self.started_at)
+
+
+def _is_rewind(current: Any, proposed: Any) -> bool:
+    """Whether a cursor moves backwards; only numbers and strings have an order to check."""
+    numbers = (int, float)
+    if isinstance(current, numbers) and isinstance(proposed, numbers):
+        return proposed < current
+    if isinstance(current, str) and isinstance(proposed, str):
+        return proposed < current
+    return False
+
+
+def _int_or_null(value: int | None) -> dg.MetadataValue:
+    return dg.MetadataValue.null() if value is None else dg.MetadataValue.int(value)
+
+
+def _timestamp_or_null(value: dt.datetime | None) -> dg.MetadataValue:
+    return dg.MetadataValue.null() if value is None else dg.MetadataValue.timestamp(value)
+
+
+class _DagsterContext:
+    """What the tracker reads from an asset or op execution context (all optional)."""
+
+    def __init__(self, context: Any) -> None:
+        self.run_id: str | None = None
+        self.asset_key: str | None = None
+        self.partition_key: str | None = None
+        self.retry_number = 0
+        self.instance: Any = None
+        self.log: Any = log
+        if context is None:
+            return
+        self.run_id = context.run_id
+        self.instance = context.instance
+        self.log = context.log
+        self.retry_number = context.retry_number
+        if context.has_partition_key:
+            self.partition_key = context.partition_key
+        if context.has_assets_def and len(context.assets_def.keys) == 1:
+            self.asset_key = context.asset_key.to_user_string()
+
+
+class SyncTracker(dg.ConfigurableResource):
+    """Records every sync of a resource in ``sync_state`` and ``sync_history``.
+
+    One sync per resource runs at a time: a second ``track`` of a resource that is running is
+    refused with :class:`SyncAlreadyRunningError`, unless the running one's Dagster run has ended
+    (crashed, killed, canceled), in which case that orphan is reaped first.
+
+    Examples:
+        .. code-block:: python
+
+            @dg.asset
+            def accounts(context: dg.AssetExecutionContext, sync_tracker: SyncTracker):
+                with sync_tracker.track(context, source_system="vantage") as sync:
+                    rows = fetch_accounts(modified_since=sync.watermark)
+                    sync.record(processed=len(rows))
+                return dg.MaterializeResult(metadata=sync.metadata)
+
+            defs = dg.Definitions(assets=[accounts], resources={"sync_tracker": SyncTracker()})
+    """
+
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the tracking database (sqlite:/// or postgresql://). Unset: "
+            "SYNC_OBS_DATABASE_URL, else the Dagster instance's PostgreSQL, else a SQLite file "
+            "under $DAGSTER_HOME. Pass secrets with dg.EnvVar."
+        ),
+    )
+    schema_name: str = Field(
+        default=DEFAULT_SCHEMA, description="PostgreSQL schema holding the tables."
+    )
+    max_retries: int = Field(
+        default=5, description="Retries of a transaction on transient database errors."
+    )
+    reap_orphans: bool = Field(
+        default=True,
+        description=(
+            "When a resource is still marked running by a sync whose Dagster run has ended, "
+            "mark that sync failed (ORPHANED) and start the new one."
+        ),
+    )
+
+    _store: SyncStore | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._store = self._open(context.instance)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._store is not None:
+            self._store.dispose()
+            self._store = None
+
+    def _open(self, instance: Any = None) -> SyncStore:
+        url = self.database_url or default_database_url(instance)
+        return SyncStore.from_url(url, schema=self.schema_name, max_retries=self.max_retries)
+
+    @property
+    def store(self) -> SyncStore:
+        """The SyncStore (opened on first use when the resource is used outside Dagster)."""
+        if self._store is None:
+            self._store = self._open()
+        return self._store
+
+    def get_state(self, resource: str) -> SyncState | None:
+        """The ``sync_state`` row of ``resource``; None when it never synced."""
+        return self.store.get_state(resource)
+
+    def get_watermark(self, resource: str) -> dt.datetime | None:
+        """The time watermark the next sync of ``resource`` starts from."""
+        state = self.get_state(resource)
+        return None if state is None else state.last_sync_time
+
+    @contextmanager
+    def track(
+        self,
+        context: Any = None,
+        *,
+        resource: str | None = None,
+        source_system: str | None = None,
+        target_system: str | None = None,
+        sync_type: str = "incremental",
+    ) -> Iterator[SyncRun]:
+        """Track one sync: running on entry, success on a clean exit, failed on an exception.
+
+        Args:
+            context: the asset or op execution context, or None outside Dagster.
+            resource: what is being synced; defaults to the asset key (``vantage/accounts``).
+            source_system: where the data comes from (``vantage``).
+            target_system: where it goes (``warehouse``).
+            sync_type: ``incremental`` or ``full``.
+
+        An exception inside the block is recorded (type, message, truncated traceback) and
+        re-raised; a failed sync never moves the watermark.
+        """
+        ctx = _DagsterContext(context)
+        if resource is None:
+            resource = ctx.asset_key
+            if resource is None:
+                raise InvalidInputError(
+                    "resource", None, "pass resource=... (the context has no single asset key)"
+                )
+        check_name("resource", resource)
+        check_name("source_system", source_system, optional=True)
+        check_name("target_system", target_system, optional=True)
+        check_sync_type(sync_type)
+
+        run = SyncRun(self._start(ctx, resource, source_system, target_system, sync_type))
+        ctx.log.debug(f"sync_observability: sync {run.sync_id} of {resource!r} started")
+        try:
+            yield run
+        except BaseException as error:
+            outcome = run._outcome("failed", run._add_exception(error))
+            try:
+                self.store.finish_sync(
+                    sync_id=run.sync_id,
+                    resource=resource,
+                    started_at=run.started_at,
+                    outcome=outcome,
+                )
+            except Exception as finish_error:
+                # The sync's own error is what the user must see; say why it was not recorded.
+                note = f"sync_observability could not record this failure: {finish_error}"
+                if hasattr(error, "add_note"):  # Python 3.11+
+                    error.add_note(note)
+                ctx.log.error(note)
+            else:
+                run._finished(outcome)
+            raise
+        outcome = run._outcome("success")
+        self.store.finish_sync(
+            sync_id=run.sync_id, resource=resource, started_at=run.started_at, outcome=outcome
+        )
+        run._finished(outcome)
+        ctx.log.debug(f"sync_observability: sync {run.sync_id} of {resource!r} succeeded")
+
+    def _start(
+        self,
+        ctx: _DagsterContext,
+        resource: str,
+        source_system: str | None,
+        target_system: str | None,
+        sync_type: str,
+    ) -> SyncRecord:
+        def start() -> SyncRecord:
+            return self.store.start_sync(
+                sync_id=str(uuid.uuid4()),
+                resource=resource,
+                started_at=utcnow(),
+                sync_type=sync_type,
+                source_system=source_system,
+                target_system=target_system,
+                dagster_run_id=ctx.run_id,
+                asset_key=ctx.asset_key,
+                partition_key=ctx.partition_key,
+                retry_number=ctx.retry_number,
+            )
+
+        try:
+            return start()
+        except SyncAlreadyRunningError as refused:
+            if not (self.reap_orphans and self._reap_if_orphaned(ctx, refused)):
+                raise
+        return start()
+
+    def _reap_if_orphaned(self, ctx: _DagsterContext, refused: SyncAlreadyRunningError) -> bool:
+        """Reap the running sync when its Dagster run is known to have ended."""
+        if ctx.instance is None or refused.running_sync_id is None:
+            return False
+        running = self.store.get_sync(refused.running_sync_id)
+        if running is None or running.dagster_run_id is None:
+            return False
+        if running.dagster_run_id == ctx.run_id:
+            return False
+        dagster_run = ctx.instance.get_run_by_id(running.dagster_run_id)
+        if dagster_run is not None and not dagster_run.is_finished:
+            return False
+        status = "gone" if dagster_run is None else dagster_run.status.value
+        reaped = self.store.reap_sync(
+            running.sync_id,
+            code=ORPHANED,
+            message=f"Dagster run {running.dagster_run_id} is {status} but the sync was running",
+            now=utcnow(),
+        )
+        if not reaped:  # it finished meanwhile; the retried start decides
+            return True
+        ctx.log.warning(
+            f"sync_observability: reaped orphaned sync {running.sync_id} of "
+            f"{running.resource!r} (Dagster run {running.dagster_run_id} is {status})"
+        )
+        return True
