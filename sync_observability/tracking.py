@@ -233,7 +233,7 @@ class _DagsterContext:
         self.log: Any = log
         if context is None:
             return
-        self.run_id = context.run_id
+        self.run_id = context.run.run_id
         self.instance = context.instance
         self.log = context.log
         self.retry_number = context.retry_number
