@@ -54,8 +54,17 @@ def default_database_url(instance: Any = None) -> str:
         return pg_url
     home = os.environ.get("DAGSTER_HOME")
     folder = Path(home) if home else Path.cwd() / ".sync_observability"
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder)
     return f"sqlite:///{folder / 'sync_observability.db'}"
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigurationError(
+            f"cannot create the folder {str(folder)!r} for the SQLite database: {e.strerror}"
+        ) from e
 
 
 def _dagster_postgres_url(instance: Any) -> str | None:
@@ -114,7 +123,7 @@ def create_engine(url: str, schema: str = DEFAULT_SCHEMA) -> sa.Engine:
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(Path(url.database).parent)
     engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
