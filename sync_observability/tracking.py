@@ -95,6 +95,7 @@ class SyncRun:
         self, *, processed: int = 0, created: int = 0, updated: int = 0, failed: int = 0
     ) -> None:
         """Add to this sync's record counts; call once or once per batch."""
+        self._require_running()
         given = {"processed": processed, "created": created, "updated": updated, "failed": failed}
         for name, value in given.items():
             check_count(name, value)
@@ -125,6 +126,7 @@ class SyncRun:
 
     def add_error(self, code: str, message: str, **details: Any) -> None:
         """Record an error (kept in ``errors``); the sync still succeeds unless the block raises."""
+        self._require_running()
         check_name("code", code)
         if not isinstance(message, str):
             raise InvalidInputError("message", message, "must be a string")

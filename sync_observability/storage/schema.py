@@ -100,8 +100,12 @@ sync_state = sa.Table(
     sa.Column("last_success_at", UTCDateTime()),
     sa.Column("current_sync_id", sa.String(36)),
     sa.Column("dagster_run_id", sa.String(64)),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column(
+        "created_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()
+    ),
+    sa.Column(
+        "updated_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()
+    ),
     sa.CheckConstraint(_in("last_sync_status", SYNC_STATUSES), name="last_sync_status"),
     sa.CheckConstraint("records_synced >= 0", name="records_synced"),
     sa.CheckConstraint("records_created >= 0", name="records_created"),

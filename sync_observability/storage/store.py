@@ -28,7 +28,7 @@ from sync_observability.storage.engine import (
     redact,
     run_with_retries,
 )
-from sync_observability.storage.schema import sync_history, sync_state
+from sync_observability.storage.schema import JSONType, UTCDateTime, sync_history, sync_state
 
 T = TypeVar("T")
 
@@ -104,6 +104,123 @@ class SyncOutcome:
     cursor_after: Any = None
     cursor_advanced: bool = False
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# The hot path's statements, built once. SQLAlchemy 2.0 cannot cache its dialect-specific
+# INSERT ... ON CONFLICT constructs (they are recompiled on every call), so the two upserts are
+# typed text: the same SQL runs on PostgreSQL and SQLite >= 3.35. bench/bench_tracking.py
+# measures what this saves.
+_START_STATE = (
+    sa.text(
+        """
+        INSERT INTO sync_state (resource, source_system, target_system, last_sync_status,
+            started_at, current_sync_id, dagster_run_id, created_at, updated_at)
+        VALUES (:resource, :source_system, :target_system, 'running',
+            :started_at, :sync_id, :dagster_run_id, :started_at, :started_at)
+        ON CONFLICT (resource) DO UPDATE SET
+            last_sync_status = 'running',
+            started_at = excluded.started_at,
+            completed_at = NULL,
+            duration_ms = NULL,
+            current_sync_id = excluded.current_sync_id,
+            dagster_run_id = excluded.dagster_run_id,
+            source_system = COALESCE(excluded.source_system, sync_state.source_system),
+            target_system = COALESCE(excluded.target_system, sync_state.target_system),
+            updated_at = excluded.updated_at
+        -- The guard: only a resource that is not running can start (and not with the id of a
+        -- sync that already ended). The second arm makes a retry after a lost commit
+        -- acknowledgement a no-op instead of a refusal.
+        WHERE (sync_state.last_sync_status <> 'running'
+               AND (sync_state.current_sync_id IS NULL
+                    OR sync_state.current_sync_id <> excluded.current_sync_id))
+           OR (sync_state.last_sync_status = 'running'
+               AND sync_state.current_sync_id = excluded.current_sync_id)
+        RETURNING last_sync_time, cursor
+        """
+    )
+    .bindparams(sa.bindparam("started_at", type_=UTCDateTime()))
+    .columns(last_sync_time=UTCDateTime(), cursor=JSONType)
+)
+_INSERT_HISTORY = sa.text(
+    """
+    INSERT INTO sync_history (sync_id, resource, source_system, target_system, sync_type,
+        sync_start_time, sync_status, watermark_before, cursor_before, dagster_run_id,
+        asset_key, partition_key, retry_number, metadata)
+    VALUES (:sync_id, :resource, :source_system, :target_system, :sync_type,
+        :started_at, 'running', :watermark_before, :cursor_before, :dagster_run_id,
+        :asset_key, :partition_key, :retry_number, :metadata)
+    ON CONFLICT (sync_id) DO NOTHING
+    """
+).bindparams(
+    sa.bindparam("started_at", type_=UTCDateTime()),
+    sa.bindparam("watermark_before", type_=UTCDateTime()),
+    sa.bindparam("cursor_before", type_=JSONType),
+    sa.bindparam("metadata", type_=JSONType),
+)
+_FINISH_HISTORY = (
+    sa.update(sync_history)
+    .where(
+        sync_history.c.sync_id == sa.bindparam("p_sync_id"),
+        sync_history.c.sync_status == "running",
+    )
+    .values(
+        sync_status=sa.bindparam("p_status"),
+        sync_end_time=sa.bindparam("p_ended_at"),
+        records_processed=sa.bindparam("p_processed"),
+        records_created=sa.bindparam("p_created"),
+        records_updated=sa.bindparam("p_updated"),
+        records_failed=sa.bindparam("p_failed"),
+        error_message=sa.bindparam("p_error_message"),
+        errors=sa.bindparam("p_errors"),
+        watermark_after=sa.bindparam("p_watermark_after"),
+        cursor_after=sa.bindparam("p_cursor_after"),
+        duration_ms=sa.bindparam("p_duration_ms"),
+        metadata=sa.bindparam("p_metadata"),
+    )
+    .returning(sync_history.c.sync_id)
+)
+
+
+def _finish_state(success: bool, cursor_advanced: bool) -> sa.Update:
+    values: dict[str, Any] = {
+        "last_sync_status": sa.bindparam("p_status"),
+        "records_synced": sa.bindparam("p_processed"),
+        "records_created": sa.bindparam("p_created"),
+        "records_updated": sa.bindparam("p_updated"),
+        "errors": sa.bindparam("p_errors"),
+        "completed_at": sa.bindparam("p_ended_at"),
+        "duration_ms": sa.bindparam("p_duration_ms"),
+        "updated_at": sa.bindparam("p_ended_at"),
+    }
+    if success:
+        values |= {
+            "last_sync_time": sa.bindparam("p_watermark_after"),
+            "consecutive_failures": 0,
+            "last_success_at": sa.bindparam("p_ended_at"),
+        }
+        if cursor_advanced:
+            values["cursor"] = sa.bindparam("p_cursor_after")
+    else:
+        values["consecutive_failures"] = sync_state.c.consecutive_failures + 1
+    return (
+        sa.update(sync_state)
+        .where(
+            sync_state.c.resource == sa.bindparam("p_resource"),
+            sync_state.c.current_sync_id == sa.bindparam("p_sync_id"),
+            sync_state.c.last_sync_status == "running",
+        )
+        .values(values)
+        .returning(sync_state.c.resource)
+    )
+
+
+# One state UPDATE per outcome shape: (success, cursor advanced).
+_FINISH_STATE = {
+    (success, cursor): _finish_state(success, cursor)
+    for success in (True, False)
+    for cursor in (True, False)
+    if success or not cursor
+}
 
 
 def _duration_ms(start: dt.datetime, end: dt.datetime) -> int:
@@ -220,73 +337,63 @@ class SyncStore:
         resource is running (the rule: one sync per resource at a time).
         """
 
+        params = {
+            "sync_id": sync_id,
+            "resource": resource,
+            "source_system": source_system,
+            "target_system": target_system,
+            "sync_type": sync_type,
+            "started_at": started_at,
+            "dagster_run_id": dagster_run_id,
+            "asset_key": asset_key,
+            "partition_key": partition_key,
+            "retry_number": retry_number,
+            "metadata": metadata or {},
+        }
+
         def tx(conn: sa.Connection) -> SyncRecord:
-            insert = self._insert(sync_state).values(
+            started = conn.execute(_START_STATE, params).one_or_none()
+            if started is None:
+                held = conn.execute(
+                    sa.select(
+                        sync_state.c.current_sync_id,
+                        sync_state.c.started_at,
+                        sync_state.c.last_sync_status,
+                    ).where(sync_state.c.resource == resource)
+                ).one()
+                if held.current_sync_id == sync_id:
+                    raise SyncNotRunningError(
+                        sync_id, resource, held.last_sync_status, "it cannot be started again"
+                    )
+                raise SyncAlreadyRunningError(resource, held.current_sync_id, held.started_at)
+            before = {"watermark_before": started.last_sync_time, "cursor_before": started.cursor}
+            conn.execute(_INSERT_HISTORY, params | before)
+            return SyncRecord(
+                sync_id=sync_id,
                 resource=resource,
                 source_system=source_system,
                 target_system=target_system,
-                last_sync_status="running",
-                started_at=started_at,
-                current_sync_id=sync_id,
+                sync_type=sync_type,
+                sync_start_time=started_at,
+                sync_end_time=None,
+                sync_status="running",
+                records_processed=0,
+                records_created=0,
+                records_updated=0,
+                records_failed=0,
+                error_message=None,
+                errors=[],
+                watermark_before=started.last_sync_time,
+                watermark_after=None,
+                cursor_before=started.cursor,
+                cursor_after=None,
+                duration_ms=None,
                 dagster_run_id=dagster_run_id,
-                created_at=started_at,
-                updated_at=started_at,
+                asset_key=asset_key,
+                partition_key=partition_key,
+                retry_number=retry_number,
+                metadata=params["metadata"],
             )
-            excluded = insert.excluded
-            upsert = insert.on_conflict_do_update(
-                index_elements=[sync_state.c.resource],
-                set_={
-                    "last_sync_status": "running",
-                    "started_at": excluded.started_at,
-                    "completed_at": None,
-                    "duration_ms": None,
-                    "current_sync_id": excluded.current_sync_id,
-                    "dagster_run_id": excluded.dagster_run_id,
-                    "source_system": sa.func.coalesce(
-                        excluded.source_system, sync_state.c.source_system
-                    ),
-                    "target_system": sa.func.coalesce(
-                        excluded.target_system, sync_state.c.target_system
-                    ),
-                    "updated_at": excluded.updated_at,
-                },
-                # The guard: only a resource that is not running can start. The second arm
-                # makes a retry after a lost commit acknowledgement a no-op instead of a refusal.
-                where=sa.or_(
-                    sync_state.c.last_sync_status != "running",
-                    sync_state.c.current_sync_id == excluded.current_sync_id,
-                ),
-            ).returning(sync_state.c.last_sync_time, sync_state.c.cursor)
-            started = conn.execute(upsert).one_or_none()
-            if started is None:
-                running = conn.execute(
-                    sa.select(sync_state.c.current_sync_id, sync_state.c.started_at).where(
-                        sync_state.c.resource == resource
-                    )
-                ).one()
-                raise SyncAlreadyRunningError(resource, running.current_sync_id, running.started_at)
-            row = {
-                "sync_id": sync_id,
-                "resource": resource,
-                "source_system": source_system,
-                "target_system": target_system,
-                "sync_type": sync_type,
-                "sync_start_time": started_at,
-                "sync_status": "running",
-                "watermark_before": started.last_sync_time,
-                "cursor_before": started.cursor,
-                "dagster_run_id": dagster_run_id,
-                "asset_key": asset_key,
-                "partition_key": partition_key,
-                "retry_number": retry_number,
-                "metadata": metadata or {},
-            }
-            conn.execute(
-                self._insert(sync_history)
-                .values(row)
-                .on_conflict_do_nothing(index_elements=[sync_history.c.sync_id])
-            )
-            return SyncRecord(**_history_defaults(row))
 
         return self._write(tx, f"start sync of resource {resource!r}")
 
@@ -302,65 +409,33 @@ class SyncStore:
         if outcome.status not in ("success", "failed"):
             raise ValueError(f"finish status must be success or failed, not {outcome.status!r}")
         ended_at = max(outcome.ended_at, started_at)
-        duration = _duration_ms(started_at, ended_at)
         success = outcome.status == "success"
+        cursor_advanced = success and outcome.cursor_advanced
+        params = {
+            "p_sync_id": sync_id,
+            "p_resource": resource,
+            "p_status": outcome.status,
+            "p_ended_at": ended_at,
+            "p_processed": outcome.records_processed,
+            "p_created": outcome.records_created,
+            "p_updated": outcome.records_updated,
+            "p_failed": outcome.records_failed,
+            "p_error_message": outcome.error_message,
+            "p_errors": outcome.errors,
+            # A success always leaves a watermark: the rule's default is the start time.
+            "p_watermark_after": (outcome.watermark_after or started_at) if success else None,
+            "p_cursor_after": outcome.cursor_after if cursor_advanced else None,
+            "p_duration_ms": _duration_ms(started_at, ended_at),
+            "p_metadata": outcome.metadata,
+        }
+        finish_state = _FINISH_STATE[(success, cursor_advanced)]
 
         def tx(conn: sa.Connection) -> None:
-            done = conn.execute(
-                sa.update(sync_history)
-                .where(sync_history.c.sync_id == sync_id, sync_history.c.sync_status == "running")
-                .values(
-                    sync_status=outcome.status,
-                    sync_end_time=ended_at,
-                    records_processed=outcome.records_processed,
-                    records_created=outcome.records_created,
-                    records_updated=outcome.records_updated,
-                    records_failed=outcome.records_failed,
-                    error_message=outcome.error_message,
-                    errors=outcome.errors,
-                    watermark_after=outcome.watermark_after if success else None,
-                    cursor_after=outcome.cursor_after
-                    if success and outcome.cursor_advanced
-                    else None,
-                    duration_ms=duration,
-                    metadata=outcome.metadata,
-                )
-                .returning(sync_history.c.sync_id)
-            ).one_or_none()
-            if done is None:
+            if conn.execute(_FINISH_HISTORY, params).one_or_none() is None:
                 self._refuse_finish(conn, sync_id, resource, outcome.status, ended_at)
                 return
-            values: dict[str, Any] = {
-                "last_sync_status": outcome.status,
-                "records_synced": outcome.records_processed,
-                "records_created": outcome.records_created,
-                "records_updated": outcome.records_updated,
-                "errors": outcome.errors,
-                "completed_at": ended_at,
-                "duration_ms": duration,
-                "updated_at": ended_at,
-            }
-            if success:
-                values |= {
-                    "last_sync_time": outcome.watermark_after,
-                    "consecutive_failures": 0,
-                    "last_success_at": ended_at,
-                }
-                if outcome.cursor_advanced:
-                    values["cursor"] = outcome.cursor_after
-            else:
-                values["consecutive_failures"] = sync_state.c.consecutive_failures + 1
-            updated = conn.execute(
-                sa.update(sync_state)
-                .where(
-                    sync_state.c.resource == resource,
-                    sync_state.c.current_sync_id == sync_id,
-                    sync_state.c.last_sync_status == "running",
-                )
-                .values(values)
-                .returning(sync_state.c.resource)
-            ).one_or_none()
-            if updated is None:  # history said running but state moved on: never half-write
+            if conn.execute(finish_state, params).one_or_none() is None:
+                # History said running but the state moved on: never half-write.
                 raise SyncStateError(
                     f"sync_state of resource {resource!r} no longer belongs to sync {sync_id}; "
                     "nothing was recorded"
@@ -485,23 +560,6 @@ class SyncStore:
         if limit is not None:
             query = query.limit(limit)
         return self._read(lambda conn: _all(conn, query, SyncRecord), "list history")
-
-
-def _history_defaults(row: dict[str, Any]) -> dict[str, Any]:
-    """A freshly inserted history row, with the server defaults filled in."""
-    defaults: dict[str, Any] = {
-        "sync_end_time": None,
-        "records_processed": 0,
-        "records_created": 0,
-        "records_updated": 0,
-        "records_failed": 0,
-        "error_message": None,
-        "errors": [],
-        "watermark_after": None,
-        "cursor_after": None,
-        "duration_ms": None,
-    }
-    return defaults | row
 
 
 def _one(conn: sa.Connection, query: sa.Select[Any], record: type[T]) -> T | None:

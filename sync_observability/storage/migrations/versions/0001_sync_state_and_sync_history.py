@@ -119,8 +119,8 @@ def upgrade() -> None:
         sa.Column("last_success_at", TS, nullable=True),
         sa.Column("current_sync_id", sa.String(length=36), nullable=True),
         sa.Column("dagster_run_id", sa.String(length=64), nullable=True),
-        sa.Column("created_at", TS, nullable=False),
-        sa.Column("updated_at", TS, nullable=False),
+        sa.Column("created_at", TS, nullable=False, server_default=sa.func.current_timestamp()),
+        sa.Column("updated_at", TS, nullable=False, server_default=sa.func.current_timestamp()),
         _errors_is_array("sync_state"),
         sa.CheckConstraint(
             "last_sync_status != 'running' OR completed_at IS NULL",
