@@ -496,7 +496,7 @@ class SyncStore:
             ).one_or_none()
             if done is None:
                 return False
-            conn.execute(
+            reaped = conn.execute(
                 sa.update(sync_state)
                 .where(
                     sync_state.c.resource == running.resource,
@@ -511,7 +511,13 @@ class SyncStore:
                     consecutive_failures=sync_state.c.consecutive_failures + 1,
                     updated_at=ended_at,
                 )
-            )
+                .returning(sync_state.c.resource)
+            ).one_or_none()
+            if reaped is None:  # the tables disagree: roll the history update back too
+                raise SyncStateError(
+                    f"sync_state of resource {running.resource!r} no longer belongs to sync "
+                    f"{sync_id}; nothing was reaped"
+                )
             return True
 
         return self._write(tx, f"reap sync {sync_id}")
