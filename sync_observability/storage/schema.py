@@ -201,3 +201,86 @@ sa.Index("ix_sync_history_resource_time", sync_history.c.resource, sync_history.
 sa.Index(
     "ix_sync_history_source_time", sync_history.c.source_system, sync_history.c.sync_start_time
 )
+
+
+# -- sync_alerts (issue 3) -------------------------------------------------------------------
+
+ALERT_STATUSES = ("open", "resolved")
+ALERT_SEVERITIES = ("critical", "warning")
+NOTIFICATION_KINDS = ("opened", "reminder", "resolved")
+MAX_RULE_LENGTH = 64
+
+sync_alerts = sa.Table(
+    "sync_alerts",
+    metadata,
+    sa.Column("alert_id", sa.String(36), primary_key=True),
+    sa.Column("rule", sa.String(MAX_RULE_LENGTH), nullable=False),
+    sa.Column("resource", sa.String(MAX_NAME_LENGTH), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="open"),
+    # "rule:resource"; at most one open alert per fingerprint (the partial unique index below).
+    sa.Column("fingerprint", sa.String(MAX_RULE_LENGTH + 1 + MAX_NAME_LENGTH), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", JSONType, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("opened_at", UTCDateTime(), nullable=False),
+    sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("resolved_at", UTCDateTime()),
+    # Delivered notifications of any kind; NULL / 0 until the "opened" one got out.
+    sa.Column("last_notified_at", UTCDateTime()),
+    sa.Column("notify_count", sa.Integer, nullable=False, server_default="0"),
+    # The finding's own context, kept for readable notifications (since when, error, run link).
+    sa.Column("since", UTCDateTime()),
+    sa.Column("sync_id", sa.String(36)),
+    sa.Column("dagster_run_id", sa.String(64)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("resolution_message", sa.Text),
+    sa.Column("resolution_notified_at", UTCDateTime()),
+    # At-least-once delivery: a tick claims a due notification (token + expiry) before sending,
+    # so a racing tick skips it; a crashed tick's claim expires. delivered_sinks remembers which
+    # sinks already accepted the notification of kind delivery_kind when another sink failed,
+    # so a retry does not send it to them twice.
+    sa.Column("claim_token", sa.String(36)),
+    sa.Column("claimed_until", UTCDateTime()),
+    sa.Column("delivery_kind", sa.String(16)),
+    sa.Column("delivered_sinks", JSONType, nullable=False, server_default=sa.text("'[]'")),
+    sa.Column("last_delivery_error", sa.Text),
+    sa.CheckConstraint(_in("status", ALERT_STATUSES), name="status"),
+    sa.CheckConstraint(_in("severity", ALERT_SEVERITIES), name="severity"),
+    sa.CheckConstraint(
+        f"delivery_kind IS NULL OR {_in('delivery_kind', NOTIFICATION_KINDS)}",
+        name="delivery_kind",
+    ),
+    sa.CheckConstraint("notify_count >= 0", name="notify_count"),
+    sa.CheckConstraint(
+        "(status = 'open' AND resolved_at IS NULL) "
+        "OR (status = 'resolved' AND resolved_at IS NOT NULL)",
+        name="resolved_at_matches_status",
+    ),
+    *_json_array_check("delivered_sinks", "delivered_sinks_is_array"),
+)
+
+# One open alert per rule and resource, enforced by the database: two racing ticks open one.
+sa.Index(
+    "ix_sync_alerts_open_fingerprint",
+    sync_alerts.c.fingerprint,
+    unique=True,
+    postgresql_where=sync_alerts.c.status == "open",
+    sqlite_where=sync_alerts.c.status == "open",
+)
+# Listing: open alerts and each rule's open alerts (every tick), recent alerts, one resource's.
+sa.Index("ix_sync_alerts_status_opened_at", sync_alerts.c.status, sync_alerts.c.opened_at)
+sa.Index("ix_sync_alerts_resource_opened_at", sync_alerts.c.resource, sync_alerts.c.opened_at)
+sa.Index(
+    "ix_sync_alerts_resolved_at",
+    sync_alerts.c.resolved_at,
+    postgresql_where=sync_alerts.c.resolved_at.is_not(None),
+    sqlite_where=sync_alerts.c.resolved_at.is_not(None),
+)
+# Delivery candidates: open alerts plus resolved ones whose resolution is not announced yet;
+# already-announced history never enters the per-tick scan.
+sa.Index(
+    "ix_sync_alerts_undelivered",
+    sync_alerts.c.opened_at,
+    postgresql_where=sync_alerts.c.resolution_notified_at.is_(None),
+    sqlite_where=sync_alerts.c.resolution_notified_at.is_(None),
+)
