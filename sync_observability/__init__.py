@@ -14,6 +14,9 @@ Examples:
             return dg.MaterializeResult(metadata=sync.metadata)
 """
 
+from sync_observability.alerting import SyncAlerting
+from sync_observability.checks import make_sync_health_checks
+from sync_observability.definitions import sync_observability_definitions
 from sync_observability.errors import (
     ConfigurationError,
     ConstraintViolationError,
@@ -26,6 +29,18 @@ from sync_observability.errors import (
     SyncStateError,
     WatermarkRewindError,
 )
+from sync_observability.sensors import (
+    make_consecutive_failures_sensor,
+    make_slow_syncs_sensor,
+    make_stale_watermarks_sensor,
+    make_stuck_runs_sensor,
+    make_volume_anomalies_sensor,
+    sync_consecutive_failures_sensor,
+    sync_slow_syncs_sensor,
+    sync_stale_watermarks_sensor,
+    sync_stuck_runs_sensor,
+    sync_volume_anomalies_sensor,
+)
 from sync_observability.storage.store import SyncOutcome, SyncRecord, SyncState, SyncStore
 from sync_observability.tracking import SyncRun, SyncTracker
 
@@ -37,6 +52,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "InvalidInputError",
     "StorageError",
+    "SyncAlerting",
     "SyncAlreadyRunningError",
     "SyncNotRunningError",
     "SyncObservabilityError",
@@ -48,4 +64,16 @@ __all__ = [
     "SyncStore",
     "SyncTracker",
     "WatermarkRewindError",
+    "make_consecutive_failures_sensor",
+    "make_slow_syncs_sensor",
+    "make_stale_watermarks_sensor",
+    "make_stuck_runs_sensor",
+    "make_sync_health_checks",
+    "make_volume_anomalies_sensor",
+    "sync_consecutive_failures_sensor",
+    "sync_observability_definitions",
+    "sync_slow_syncs_sensor",
+    "sync_stale_watermarks_sensor",
+    "sync_stuck_runs_sensor",
+    "sync_volume_anomalies_sensor",
 ]

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sync_observability.alerts.cli import alerts as alerts_command
 from sync_observability.errors import SyncObservabilityError
 from sync_observability.health import status_overview
 from sync_observability.storage import migrate as migrations
@@ -412,6 +413,9 @@ def _print_run(
         f"  {unrecorded} step(s) failed without a recorded sync: {message}", soft_wrap=True
     )
     return unrecorded
+
+
+main.add_command(alerts_command)
 
 
 if __name__ == "__main__":

@@ -252,6 +252,7 @@ def test_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SYNC_OBS_"))}
     # A seed and a high failure rate: failures certainly happen and must not stop the demo.
     env |= {"SYNC_OBS_DEMO_SEED": "7", "SYNC_OBS_DEMO_FAILURE_RATE": "0.5"}
+    env.pop("COLUMNS", None)  # as from a plain shell pipe: the CLI picks its own width
     done = subprocess.run(
         [sys.executable, "-m", "sync_observability.cli", "demo", "--runs", "2"],
         cwd=tmp_path,

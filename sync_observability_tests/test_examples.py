@@ -50,7 +50,7 @@ def test_definitions_load_and_validate() -> None:
     specs = defs.resolve_all_asset_specs()
     assert {spec.key.to_user_string() for spec in specs} == RESOURCES
     assert {spec.group_name for spec in specs} == {"vantage"}
-    assert set(defs.resources or {}) == {"sync_tracker"}
+    assert set(defs.resources or {}) == {"sync_tracker", "sync_alerting"}
     schedule = defs.resolve_schedule_def("vantage_sync_schedule")
     assert schedule.job_name == "vantage_sync_job"
     assert schedule.cron_schedule == "0 * * * *"

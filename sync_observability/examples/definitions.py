@@ -7,6 +7,7 @@ under ``$DAGSTER_HOME`` (or ``./.sync_observability/``).
 
 import dagster as dg
 
+from sync_observability.definitions import sync_observability_definitions
 from sync_observability.examples.vantage import (
     vantage_assets,
     vantage_sync_job,
@@ -17,21 +18,14 @@ from sync_observability.tracking import SyncTracker
 # One object: Definitions.merge refuses two different resources under the same key.
 sync_tracker = SyncTracker()
 
-defs = dg.Definitions(
-    assets=vantage_assets,
-    jobs=[vantage_sync_job],
-    schedules=[vantage_sync_schedule],
-    resources={"sync_tracker": sync_tracker},
+# The alert sensors (running by default; they alert to the Dagster log unless SyncAlerting gets a
+# webhook_url or slack_webhook_url) and a sync_health check on every example asset.
+defs = dg.Definitions.merge(
+    dg.Definitions(
+        assets=vantage_assets,
+        jobs=[vantage_sync_job],
+        schedules=[vantage_sync_schedule],
+        resources={"sync_tracker": sync_tracker},
+    ),
+    sync_observability_definitions(tracker=sync_tracker, assets_to_check=vantage_assets),
 )
-
-# --- MERGE POINT: sync_observability_definitions(...) ----------------------------------------
-# Once sync_observability.definitions is merged, add its sensors, asset checks, retention job
-# and schedule here so `dagster dev` shows them next to the example assets:
-#
-#     from sync_observability.definitions import sync_observability_definitions
-#
-#     defs = dg.Definitions.merge(
-#         defs,
-#         sync_observability_definitions(tracker=sync_tracker, assets_to_check=vantage_assets),
-#     )
-# -----------------------------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""sync_observability_definitions: the sensors, resources and checks as one ``dg.Definitions``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dagster as dg
+
+from sync_observability.alerting import SyncAlerting
+from sync_observability.checks import AssetLike, make_sync_health_checks
+from sync_observability.sensors import SYNC_SENSORS
+from sync_observability.tracking import SyncTracker
+
+
+def sync_observability_definitions(
+    *,
+    tracker: SyncTracker | None = None,
+    alerting: SyncAlerting | None = None,
+    assets_to_check: Iterable[AssetLike] = (),
+    sensors: bool = True,
+) -> dg.Definitions:
+    """Everything sync_observability adds to a Dagster project, to merge with your own.
+
+    Args:
+        tracker: the ``sync_tracker`` resource. When your Definitions bind ``sync_tracker``
+            already, pass that same object: ``dg.Definitions.merge`` refuses two different
+            resources under one key. Default: ``SyncTracker()``.
+        alerting: the ``sync_alerting`` resource (thresholds, webhook, Slack). Default:
+            ``SyncAlerting()``, which alerts to the Dagster log only.
+        assets_to_check: assets (or keys) that get a ``sync_health`` asset check, with the
+            alerting resource's failure and staleness thresholds.
+        sensors: include the five alert sensors (consecutive failures, stuck runs, stale
+            watermarks, slow syncs, volume anomalies), running by default.
+
+    Examples:
+        .. code-block:: python
+
+            tracker = SyncTracker()
+            defs = dg.Definitions.merge(
+                dg.Definitions(assets=[accounts], resources={"sync_tracker": tracker}),
+                sync_observability_definitions(
+                    tracker=tracker,
+                    alerting=SyncAlerting(webhook_url=dg.EnvVar("SYNC_ALERTS_WEBHOOK_URL")),
+                    assets_to_check=[accounts],
+                ),
+            )
+    """
+    alerting = alerting if alerting is not None else SyncAlerting()
+    assets_to_check = list(assets_to_check)
+    checks = (
+        make_sync_health_checks(
+            assets_to_check,
+            consecutive_failures_threshold=alerting.consecutive_failures_threshold,
+            stale_after_hours=alerting.stale_after_hours,
+        )
+        if assets_to_check
+        else []
+    )
+    # The retention job and schedule (sync_retention_job, sync_retention_schedule) and the
+    # report asset join these lists when their modules land.
+    return dg.Definitions(
+        sensors=list(SYNC_SENSORS) if sensors else [],
+        asset_checks=checks,
+        resources={
+            "sync_tracker": tracker if tracker is not None else SyncTracker(),
+            "sync_alerting": alerting,
+        },
+    )
+
+
+__all__ = ["sync_observability_definitions"]
