@@ -17,145 +17,46 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
-import os
-import re
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-import sqlalchemy as sa
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from sync_observability.alerts.cli import alerts as alerts_command
-from sync_observability.errors import SyncObservabilityError
+from sync_observability.cli_support import (
+    OneLineErrorsGroup,
+    Since,
+    database_options,
+    echo_json,
+    json_option,
+    make_console,
+    number,
+    open_store,
+    when,
+)
 from sync_observability.health import status_overview
 from sync_observability.storage import migrate as migrations
 from sync_observability.storage.engine import (
-    DEFAULT_SCHEMA,
     default_database_url,
     run_with_retries,
 )
 from sync_observability.storage.schema import RUN_STATUSES
-from sync_observability.storage.store import SyncRecord, SyncStore
-
-F = TypeVar("F", bound=Callable[..., Any])
+from sync_observability.storage.store import SyncRecord
+from sync_observability.tracking import utcnow
 
 HEALTH_STYLES = {"red": "bold red", "yellow": "bold yellow", "green": "bold green"}
 STATUS_STYLES = {"failed": "red", "running": "cyan", "success": "green", "never_run": "yellow"}
 # Dagster's console logger on step failures would bury the demo's output; our tables tell it.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_URL_KEY = "sync_observability.database_url"
-PIPED_WIDTH = 120
 ERROR_WIDTH = 60
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-class _Group(click.Group):
-    """Turns sync_observability's errors into one line on stderr and exit code 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SyncObservabilityError as error:
-            message = " ".join(str(error).split())
-            password = _password(ctx.meta.get(_URL_KEY))
-            if password:  # belt and braces: our messages should never carry it anyway
-                message = message.replace(password, "***")
-            raise click.ClickException(message) from error
-
-
-def _password(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return sa.make_url(url).password
-    except sa.exc.ArgumentError:
-        return None
-
-
-def database_options(fn: F) -> F:
-    """``--database-url`` and ``--schema``, shared by every command."""
-    fn = click.option(
-        "--schema",
-        default=DEFAULT_SCHEMA,
-        show_default=True,
-        help="PostgreSQL schema holding the tables (ignored on SQLite).",
-    )(fn)
-    fn = click.option(
-        "--database-url",
-        metavar="URL",
-        default=None,
-        help=(
-            "sqlite:///path or postgresql://user@host/db. Default: $SYNC_OBS_DATABASE_URL, else "
-            "a SQLite file under $DAGSTER_HOME, else ./.sync_observability/sync_observability.db."
-        ),
-    )(fn)
-    return fn
-
-
-def json_option(fn: F) -> F:
-    """``--json``: print a JSON list of objects (timestamps in ISO 8601) instead of a table."""
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print JSON (a list of objects) instead of a table."
-    )(fn)
-
-
-@contextmanager
-def open_store(
-    database_url: str | None, schema: str, *, auto_migrate: bool = True
-) -> Iterator[SyncStore]:
-    """A SyncStore on the given URL or the default one, disposed of afterwards."""
-    url = database_url or default_database_url()
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.meta[_URL_KEY] = url
-    store = SyncStore.from_url(url, schema=schema, auto_migrate=auto_migrate)
-    try:
-        yield store
-    finally:
-        store.dispose()
-
-
-def echo_json(rows: Sequence[dict[str, Any]]) -> None:
-    """Print rows as a JSON list; datetimes become ISO 8601 strings."""
-    click.echo(json.dumps(list(rows), default=_json_default, indent=2, ensure_ascii=False))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _console() -> Console:
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        # Piped or captured output has no width; 80 columns would squeeze the tables into "…".
-        console.width = PIPED_WIDTH
-    return console
-
-
-def _when(value: dt.datetime | None) -> str:
-    return "-" if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _number(value: float | None, fmt: str = "{:,}") -> str:
-    return "-" if value is None else fmt.format(value)
-
-
-@click.group(cls=_Group)
+@click.group(cls=OneLineErrorsGroup)
 @click.option(
     "-v", "--verbose", is_flag=True, help="Also show retries of transient database errors."
 )
@@ -199,11 +100,11 @@ def status(database_url: str | None, schema: str, as_json: bool) -> None:
     watermark is over 24 hours old, or the resource never ran. Green: otherwise.
     """
     with open_store(database_url, schema) as store:
-        rows = status_overview(store.list_states(), _utcnow())
+        rows = status_overview(store.list_states(), utcnow())
         if as_json:
             echo_json(rows)
         else:
-            _print_status(_console(), rows, store.url)
+            _print_status(make_console(), rows, store.url)
 
 
 def _print_status(console: Console, rows: list[dict[str, Any]], where: str) -> None:
@@ -225,11 +126,11 @@ def _print_status(console: Console, rows: list[dict[str, Any]], where: str) -> N
         table.add_row(
             row["resource"],
             Text(row["status"], style=STATUS_STYLES.get(row["status"], "")),
-            _when(row["last_sync_time"]),
-            _number(row["hours_since_sync"], "{:,.1f}"),
-            _number(row["running_seconds"]),
-            _number(row["records_synced"]),
-            _number(row["duration_ms"]),
+            when(row["last_sync_time"]),
+            number(row["hours_since_sync"], "{:,.1f}"),
+            number(row["running_seconds"]),
+            number(row["records_synced"]),
+            number(row["duration_ms"]),
             str(row["error_count"]),
             str(row["consecutive_failures"]),
             Text(row["health"], style=HEALTH_STYLES[row["health"]]),
@@ -237,40 +138,12 @@ def _print_status(console: Console, rows: list[dict[str, Any]], where: str) -> N
     console.print(table)
 
 
-class _Since(click.ParamType):
-    """An ISO 8601 datetime (UTC when it has no offset) or a duration back from now: 24h, 7d."""
-
-    name = "ISO-DATETIME|DURATION"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, dt.datetime):
-            return value
-        text = str(value).strip()
-        match = _DURATION.match(text.lower())
-        if match:
-            amount, unit = match.groups()
-            return _utcnow() - dt.timedelta(**{_UNITS[unit]: float(amount)})
-        try:
-            # Python 3.10's fromisoformat does not read a trailing Z.
-            parsed = dt.datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
-        except ValueError:
-            self.fail(
-                f"{value!r} is neither an ISO 8601 datetime (2025-11-05T10:30:00Z) nor a "
-                "duration (30m, 24h, 7d, 2w)",
-                param,
-                ctx,
-            )
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return parsed.astimezone(dt.timezone.utc)
-
-
 @main.command()
 @click.option("--resource", help="Only this resource (e.g. vantage/accounts).")
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only syncs with this status.")
 @click.option(
     "--since",
-    type=_Since(),
+    type=Since(),
     help="Only syncs started at or after this: an ISO 8601 datetime (UTC if no offset) or a "
     "duration back from now such as 30m, 24h, 7d.",
 )
@@ -292,7 +165,7 @@ def history(
         if as_json:
             echo_json([dataclasses.asdict(record) for record in records])
         else:
-            _print_history(_console(), records, store.url)
+            _print_history(make_console(), records, store.url)
 
 
 def _print_history(console: Console, records: list[SyncRecord], where: str) -> None:
@@ -317,14 +190,14 @@ def _print_history(console: Console, records: list[SyncRecord], where: str) -> N
     table.add_column("Error", max_width=ERROR_WIDTH)
     for record in records:
         table.add_row(
-            _when(record.sync_start_time),
+            when(record.sync_start_time),
             record.resource,
             Text(record.sync_status, style=STATUS_STYLES.get(record.sync_status, "")),
-            _number(record.records_processed),
-            _number(record.records_created),
-            _number(record.records_updated),
-            _number(record.records_failed),
-            _number(record.duration_ms),
+            number(record.records_processed),
+            number(record.records_created),
+            number(record.records_updated),
+            number(record.records_failed),
+            number(record.duration_ms),
             textwrap.shorten(record.error_message or "", ERROR_WIDTH, placeholder="…"),
         )
     console.print(table)
@@ -351,7 +224,7 @@ def demo(runs: int, database_url: str | None, schema: str) -> None:
     from sync_observability.examples.vantage import vantage_assets
     from sync_observability.tracking import SyncTracker
 
-    console = _console()
+    console = make_console()
     url = database_url or default_database_url()
     unrecorded = 0
     with open_store(url, schema) as store:
@@ -362,7 +235,7 @@ def demo(runs: int, database_url: str | None, schema: str) -> None:
         console.print(f"Database: {store.url}", soft_wrap=True)
         tracker = SyncTracker(database_url=url, schema_name=schema)
         for number in range(1, runs + 1):
-            started = _utcnow()
+            started = utcnow()
             result = dg.materialize(
                 vantage_assets,
                 resources={"sync_tracker": tracker},
@@ -376,7 +249,7 @@ def demo(runs: int, database_url: str | None, schema: str) -> None:
             ]
             unrecorded += _print_run(console, number, runs, mine, result.get_step_failure_events())
         console.print()
-        _print_status(console, status_overview(store.list_states(), _utcnow()), store.url)
+        _print_status(console, status_overview(store.list_states(), utcnow()), store.url)
     if unrecorded:
         # Simulated timeouts are recorded syncs; a step that failed before that is a real fault.
         raise click.ClickException(
