@@ -22,6 +22,7 @@ from sync_observability.errors import (
     ConstraintViolationError,
     DatabaseUnavailableError,
     StorageError,
+    SyncObservabilityError,
 )
 
 log = logging.getLogger("sync_observability")
@@ -82,11 +83,14 @@ def _dagster_postgres_url(instance: Any) -> str | None:
 
 
 def redact(url: str | sa.URL) -> str:
-    """The URL with its password masked, for logs and error messages."""
+    """The URL with its password masked (also a ``?password=`` parameter), for logs and errors."""
     try:
-        return sa.make_url(url).render_as_string(hide_password=True)
+        parsed = sa.make_url(url)
     except exc.ArgumentError:
         return "<unparseable database URL>"
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)
 
 
 def create_engine(url: str, schema: str = DEFAULT_SCHEMA) -> sa.Engine:
@@ -157,22 +161,39 @@ def is_transient(error: BaseException) -> bool:
         message = str(orig).lower()
         if any(text in message for text in _SQLITE_TRANSIENT):
             return True
-        # psycopg2 reports a refused or closed connection without a SQLSTATE.
+        # psycopg2 reports a refused or closed connection without a SQLSTATE; a wrong database,
+        # role or password looks the same but no retry will fix it.
         if (
             isinstance(error, exc.OperationalError)
             and code is None
             and type(orig).__module__.startswith("psycopg2")
+            and not _is_misconfigured(message)
         ):
             return True
     return False
 
 
-def translate(error: exc.SQLAlchemyError, what: str) -> StorageError:
+_MISCONFIGURED = (
+    "does not exist",  # database or role
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "sslmode",
+    "invalid dsn",
+)
+
+
+def _is_misconfigured(message: str) -> bool:
+    return any(text in message for text in _MISCONFIGURED)
+
+
+def translate(error: exc.SQLAlchemyError, what: str) -> SyncObservabilityError:
     """Map a driver/SQLAlchemy error to the package's own hierarchy (message without secrets)."""
     orig = getattr(error, "orig", None)
     detail = str(orig if orig is not None else error).strip().splitlines()[0]
     if isinstance(error, exc.IntegrityError):
         return ConstraintViolationError(f"{what}: the database refused the row: {detail}")
+    if isinstance(error, exc.OperationalError) and _is_misconfigured(detail.lower()):
+        return ConfigurationError(f"{what}: cannot connect: {detail}")
     if is_transient(error):
         return DatabaseUnavailableError(f"{what}: database unavailable: {detail}")
     return StorageError(f"{what}: {type(orig or error).__name__}: {detail}")

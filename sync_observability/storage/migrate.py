@@ -7,6 +7,7 @@ transaction (the engine's default), so the second waits, then finds the schema a
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -14,6 +15,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+
+from sync_observability.errors import ConfigurationError
+
+log = logging.getLogger("sync_observability")
 
 VERSION_TABLE = "sync_observability_alembic_version"
 # An arbitrary constant shared by every process that migrates these tables.
@@ -41,6 +47,15 @@ def current_revision(connection: sa.Connection) -> str | None:
     return context.get_current_revision()
 
 
+def _known(revision: str | None) -> bool:
+    if revision is None:
+        return True
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def upgrade(engine: sa.Engine, schema: str, revision: str = "head") -> str | None:
     """Bring the database to ``revision``; returns the revision it was at before."""
     with engine.begin() as connection:
@@ -50,18 +65,36 @@ def upgrade(engine: sa.Engine, schema: str, revision: str = "head") -> str | Non
             )
             connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         before = current_revision(connection)
+        if not _known(before):
+            raise ConfigurationError(
+                f"the database is at migration {before!r}, newer than this version of "
+                f"sync_observability knows (head {head_revision()!r}); upgrade the package"
+            )
         if before != head_revision() or revision != "head":
             command.upgrade(alembic_config(connection), revision)
         return before
 
 
 def ensure_schema(engine: sa.Engine, schema: str) -> None:
-    """Migrate if needed; the common case (already at head) costs one read."""
+    """Migrate if needed; the common case (already at head) costs one read.
+
+    A database already migrated by a *newer* version of the package (a rolling upgrade) is
+    used as it is: migrations only add tables, columns and indexes.
+    """
     with engine.connect() as connection:
         try:
-            at_head = current_revision(connection) == head_revision()
+            current = current_revision(connection.execution_options(readonly=True))
         except sa.exc.DBAPIError:
-            at_head = False  # e.g. the PostgreSQL schema does not exist yet
+            current = None  # e.g. the PostgreSQL schema does not exist yet
         connection.rollback()
-    if not at_head:
-        upgrade(engine, schema)
+    if current == head_revision():
+        return
+    if not _known(current):
+        log.warning(
+            "sync_observability: the database is at migration %r, newer than this version's "
+            "head %r; using it as it is",
+            current,
+            head_revision(),
+        )
+        return
+    upgrade(engine, schema)
