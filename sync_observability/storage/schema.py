@@ -284,3 +284,23 @@ sa.Index(
     postgresql_where=sync_alerts.c.resolution_notified_at.is_(None),
     sqlite_where=sync_alerts.c.resolution_notified_at.is_(None),
 )
+
+
+# -- sync_history_archive (issue 4) ----------------------------------------------------------
+
+# sync_history's columns plus when retention moved the row. No CHECK constraints: every row was
+# checked on its way into sync_history, and the archive must accept whatever history held. The
+# primary key on sync_id is the last line of defence against archiving a row twice.
+sync_history_archive = sa.Table(
+    "sync_history_archive",
+    metadata,
+    *_history_columns(),
+    sa.Column("archived_at", UTCDateTime(), nullable=False),
+)
+
+# The purge walks the archive by keyset (sync_start_time, sync_id), oldest first.
+sa.Index(
+    "ix_sync_history_archive_start_id",
+    sync_history_archive.c.sync_start_time,
+    sync_history_archive.c.sync_id,
+)

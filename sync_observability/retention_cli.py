@@ -1,0 +1,190 @@
+"""``sync-obs archive``: run retention from the command line, with a progress bar on a terminal.
+
+Exit codes: 0 when the run finished (a dry run included), 2 when another retention run holds the
+lock and this one did nothing, 1 on an error.
+
+Examples:
+    .. code-block:: console
+
+        $ sync-obs archive --dry-run
+        $ sync-obs archive --archive-after-days 30 --purge-after-days 180 --json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sync_observability.cli_support import database_options, make_console, open_store
+from sync_observability.errors import SyncObservabilityError
+from sync_observability.retention import (
+    DEFAULT_ALERTS_AFTER_DAYS,
+    DEFAULT_ARCHIVE_AFTER_DAYS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_KEEP_LAST_PER_RESOURCE,
+    DEFAULT_PURGE_AFTER_DAYS,
+    RetentionPolicy,
+    RetentionProgress,
+    RetentionResult,
+    run_retention,
+)
+
+EXIT_FINISHED = 0
+EXIT_ERROR = 1
+EXIT_SKIPPED = 2
+
+
+@click.command("archive")
+@database_options
+@click.option(
+    "--archive-after-days",
+    type=click.IntRange(min=1),
+    default=DEFAULT_ARCHIVE_AFTER_DAYS,
+    show_default=True,
+    help="Move finished sync_history rows older than this into sync_history_archive.",
+)
+@click.option(
+    "--purge-after-days",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PURGE_AFTER_DAYS,
+    show_default=True,
+    help="Delete sync_history_archive rows older than this.",
+)
+@click.option(
+    "--alerts-after-days",
+    type=click.IntRange(min=1),
+    default=DEFAULT_ALERTS_AFTER_DAYS,
+    show_default=True,
+    help="Delete resolved (and announced) sync_alerts resolved longer ago than this.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Rows moved or deleted per transaction.",
+)
+@click.option(
+    "--keep-last",
+    type=click.IntRange(min=0),
+    default=DEFAULT_KEEP_LAST_PER_RESOURCE,
+    show_default=True,
+    help="Keep the last N syncs of each resource whatever their age (the sync owning a "
+    "resource's watermark is always kept).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Count what would move and be deleted; change nothing."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
+@click.pass_context
+def archive(
+    ctx: click.Context,
+    database_url: str | None,
+    schema: str,
+    archive_after_days: int,
+    purge_after_days: int,
+    alerts_after_days: int,
+    batch_size: int,
+    keep_last: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Archive old sync history and purge old archive rows and resolved alerts.
+
+    Each batch moves its rows in one transaction, so an interrupted run loses and duplicates
+    nothing; run it again to finish. Exit code 0 when finished, 2 when another retention run
+    holds the lock, 1 on an error.
+    """
+    console = make_console()
+    try:
+        policy = RetentionPolicy(
+            archive_after_days=archive_after_days,
+            purge_after_days=purge_after_days,
+            table_ages={"sync_alerts": alerts_after_days},
+            batch_size=batch_size,
+            dry_run=dry_run,
+            keep_last_per_resource=keep_last,
+        )
+        with open_store(database_url, schema) as store:
+            where = store.url
+            show_bar = console.is_terminal and not as_json and not dry_run
+            with _progress_bar(console, enabled=show_bar) as progress:
+                result = run_retention(store, policy, progress=progress)
+    except SyncObservabilityError as error:
+        message = " ".join(str(error).split())
+        if as_json:
+            click.echo(json.dumps({"status": "error", "error": message}))
+        else:
+            click.echo(f"Error: {message}", err=True)
+        ctx.exit(EXIT_ERROR)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_summary(console, result, where)
+    ctx.exit(EXIT_SKIPPED if result.skipped else EXIT_FINISHED)
+
+
+@contextmanager
+def _progress_bar(console: Console, *, enabled: bool) -> Iterator[RetentionProgress | None]:
+    """A ``progress(step, done, planned)`` callback drawing one bar per step, or None."""
+    if not enabled:
+        yield None
+        return
+    bars = Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    tasks: dict[str, int] = {}
+
+    def progress(step: str, done: int, planned: int) -> None:
+        if step not in tasks:
+            tasks[step] = bars.add_task(step, total=max(planned, done))
+        task = tasks[step]
+        bars.update(task, completed=done, total=max(planned, done))
+
+    with bars:
+        yield progress
+
+
+def _print_summary(console: Console, result: RetentionResult, where: str) -> None:
+    if result.skipped:
+        console.print(f"skipped: {result.message}; nothing was changed")
+        return
+    title = f"retention of {where}" + (" (dry run: nothing changed)" if result.dry_run else "")
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("step")
+    table.add_column("into")
+    table.add_column("rows older than")
+    table.add_column("would move" if result.dry_run else "rows", justify="right")
+    table.add_column("batches", justify="right")
+    for step in result.steps:
+        batches = "-" if result.dry_run else f"{step.batches:,}"
+        table.add_row(
+            step.name,
+            step.into or "-",
+            step.before.strftime("%Y-%m-%d %H:%M"),
+            f"{step.rows:,}",
+            batches,
+        )
+    console.print(table)
+    console.print(f"{result.message} in {result.duration_ms / 1000:.1f}s")
+
+
+def main() -> None:
+    """Run the command on its own: ``python -m sync_observability.retention_cli [OPTIONS]``."""
+    archive(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
