@@ -304,3 +304,57 @@ sa.Index(
     sync_history_archive.c.sync_start_time,
     sync_history_archive.c.sync_id,
 )
+
+
+# -- operation_log (issue 5) -----------------------------------------------------------------
+
+# Seed 003's categories, then seed 004's manual operation types (maintenance is in both).
+OPERATION_CATEGORIES = (
+    "data_quality_error",
+    "dedup_conflict",
+    "authority_conflict",
+    "cast_error",
+    "upsert_failure",
+    "concurrency_issue",
+    "backup",
+    "maintenance",
+    "migration",
+    "data_import",
+    "export",
+)
+MAX_CATEGORY_LENGTH = 32
+
+operation_log = sa.Table(
+    "operation_log",
+    metadata,
+    # An integer key the database assigns (BIGSERIAL / SQLite rowid): a batch of events is one
+    # multi-row INSERT with nothing to generate per row on the client.
+    sa.Column(
+        "event_id", sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite"), primary_key=True
+    ),
+    sa.Column("category", sa.String(MAX_CATEGORY_LENGTH), nullable=False),
+    sa.Column("resource", sa.String(MAX_NAME_LENGTH), nullable=False),
+    # No foreign key to sync_history: retention moves history rows to the archive.
+    sa.Column("sync_id", sa.String(36), nullable=False),
+    # What the event is about, e.g. seed 003's (symbol, ts) as "AAPL|2024-01-02T15:30:00Z".
+    sa.Column("entity_key", sa.Text),
+    # When it happened (the moment it was logged unless given); log_time is when it was written.
+    sa.Column("event_time", UTCDateTime(), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", JSONType, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column(
+        "log_time", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()
+    ),
+    sa.CheckConstraint(_in("category", OPERATION_CATEGORIES), name="category"),
+    sa.CheckConstraint("jsonb_typeof(details) = 'object'", name="details_is_object").ddl_if(
+        dialect="postgresql"
+    ),
+    sa.CheckConstraint("json_type(details) = 'object'", name="details_is_object").ddl_if(
+        dialect="sqlite"
+    ),
+)
+
+# Reports: events of a category over time, one resource's events over time, one sync's events.
+sa.Index("ix_operation_log_category_time", operation_log.c.category, operation_log.c.event_time)
+sa.Index("ix_operation_log_resource_time", operation_log.c.resource, operation_log.c.event_time)
+sa.Index("ix_operation_log_sync_id", operation_log.c.sync_id)
