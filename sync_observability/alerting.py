@@ -23,6 +23,7 @@ _DURATION_KEYS = {
     "stuck_after_minutes": ("stuck_after", "minutes"),
     "stale_after_hours": ("stale_after", "hours"),
     "slow_after_minutes": ("slow_after", "minutes"),
+    "not_moving_after_hours": ("not_moving_after", "hours"),
 }
 _KEY_ALIASES = {"consecutive_failures_threshold": "consecutive_failures"}
 
@@ -89,6 +90,20 @@ class SyncAlerting(dg.ConfigurableResource):
         default=2.0,
         description="Records processed outside mean +/- this many standard deviations alert.",
     )
+    not_moving_after_syncs: int = Field(
+        default=5,
+        description=(
+            "Successful syncs in a row that leave the watermark unchanged before a "
+            "watermark_not_moving warning."
+        ),
+    )
+    not_moving_after_hours: float | None = Field(
+        default=None,
+        description=(
+            "Also warn when syncs keep succeeding this long without moving the watermark; "
+            "null: off."
+        ),
+    )
     renotify_after_minutes: float | None = Field(
         default=240.0,
         description="Remind about a still-open alert this often; null: never remind.",
@@ -102,8 +117,8 @@ class SyncAlerting(dg.ConfigurableResource):
             "Per-resource thresholds: resource name or fnmatch pattern (vantage/*) -> fields. "
             "Fields: consecutive_failures, stuck_after_minutes, stale_after_hours, "
             "slow_after_minutes, slow_factor, slow_min_samples, volume_sigma, volume_window, "
-            "volume_min_samples, muted. An exact name beats a pattern, a longer pattern a "
-            "shorter one."
+            "volume_min_samples, not_moving_after_syncs, not_moving_after_hours, muted. An "
+            "exact name beats a pattern, a longer pattern a shorter one."
         ),
     )
     muted: list[str] = Field(
@@ -125,6 +140,12 @@ class SyncAlerting(dg.ConfigurableResource):
                 slow_after=dt.timedelta(minutes=self.slow_after_minutes),
                 slow_factor=self.slow_factor,
                 volume_sigma=self.volume_sigma,
+                not_moving_after_syncs=self.not_moving_after_syncs,
+                not_moving_after=(
+                    None
+                    if self.not_moving_after_hours is None
+                    else dt.timedelta(hours=self.not_moving_after_hours)
+                ),
             )
             overrides = {key: _threshold_fields(key, v) for key, v in self.overrides.items()}
             return AlertPolicy(defaults=defaults, overrides=overrides, muted=self.muted)

@@ -3,20 +3,22 @@
 One ``sync_health`` check per asset reads the asset's ``sync_state`` row (the resource named by
 the asset key, as :meth:`SyncTracker.track` records it) and applies the same rules as the
 sensors: it fails with severity ERROR after N consecutive failures and with severity WARN when
-no sync has succeeded for too long. The checks run with the asset (``dg.materialize``) or on
-their own from the UI.
+no sync has succeeded for too long. Given the ``SyncAlerting`` resource the sensors use, the
+checks apply its thresholds, per-resource overrides and mutes, so the UI agrees with the
+alerts. The checks run with the asset (``dg.materialize``) or on their own from the UI.
 """
 
 # No `from __future__ import annotations`: Dagster reads the resource parameter's annotation.
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import dagster as dg
 
+from sync_observability.alerting import SyncAlerting
 from sync_observability.alerts.rules import (
     AlertPolicy,
-    Thresholds,
     check_consecutive_failures,
     check_stale_watermarks,
 )
@@ -31,16 +33,22 @@ AssetLike = dg.AssetKey | str | Sequence[str] | dg.AssetsDefinition | dg.AssetSp
 def make_sync_health_checks(
     asset_keys_or_assets: Iterable[AssetLike],
     *,
-    consecutive_failures_threshold: int = 3,
-    stale_after_hours: float = 24.0,
+    consecutive_failures_threshold: int | None = None,
+    stale_after_hours: float | None = None,
+    alerting: SyncAlerting | None = None,
 ) -> list[dg.AssetChecksDefinition]:
     """One ``sync_health`` asset check per tracked asset.
 
     Args:
         asset_keys_or_assets: asset keys (``AssetKey``, ``"vantage/accounts"``, a list of
             parts), asset specs, or assets definitions (every key of a multi-asset).
-        consecutive_failures_threshold: failures in a row that fail the check (ERROR).
-        stale_after_hours: hours without a successful sync that fail the check (WARN).
+        consecutive_failures_threshold: failures in a row that fail the check (ERROR); default
+            the alerting resource's, else 3.
+        stale_after_hours: hours without a successful sync that fail the check (WARN); default
+            the alerting resource's, else 24.
+        alerting: the ``sync_alerting`` resource the sensors use: its thresholds, per-resource
+            overrides and muted resources apply (a muted resource's check passes). The two
+            arguments above, when given, replace its global thresholds only.
 
     Returns:
         The checks, to pass to ``dg.Definitions(asset_checks=...)``. Each needs the
@@ -49,18 +57,29 @@ def make_sync_health_checks(
     Examples:
         .. code-block:: python
 
+            alerting = SyncAlerting(overrides={"vantage/*": {"stale_after_hours": 48}})
             defs = dg.Definitions(
                 assets=[accounts],
-                asset_checks=make_sync_health_checks([accounts]),
-                resources={"sync_tracker": SyncTracker()},
+                asset_checks=make_sync_health_checks([accounts], alerting=alerting),
+                resources={"sync_tracker": SyncTracker(), "sync_alerting": alerting},
             )
+
+    Raises:
+        ConfigurationError: the alerting resource's thresholds or overrides are invalid.
+        InvalidInputError: a threshold given here is invalid.
     """
-    policy = AlertPolicy(
-        defaults=Thresholds(
-            consecutive_failures=consecutive_failures_threshold,
-            stale_after=dt.timedelta(hours=stale_after_hours),
+    policy = alerting.policy() if alerting is not None else AlertPolicy()
+    given: dict[str, Any] = {}
+    if consecutive_failures_threshold is not None:
+        given["consecutive_failures"] = consecutive_failures_threshold
+    if stale_after_hours is not None:
+        given["stale_after"] = dt.timedelta(hours=stale_after_hours)
+    if given:
+        policy = AlertPolicy(
+            defaults=dataclasses.replace(policy.defaults, **given),
+            overrides=policy.overrides,
+            muted=policy.muted,
         )
-    )
     keys: dict[dg.AssetKey, None] = {}
     for item in asset_keys_or_assets:
         keys.update(dict.fromkeys(_asset_keys(item)))
@@ -79,17 +98,16 @@ def _asset_keys(item: AssetLike) -> list[dg.AssetKey]:
 
 def _sync_health_check(key: dg.AssetKey, policy: AlertPolicy) -> dg.AssetChecksDefinition:
     resource = key.to_user_string()
-    limits = policy.defaults
-
-    @dg.asset_check(
-        asset=key,
-        name=CHECK_NAME,
-        description=(
-            f"Fails (ERROR) after {limits.consecutive_failures} consecutive failed syncs of "
-            f"{resource!r}, and (WARN) when it has had no successful sync for "
-            f"{limits.stale_after.total_seconds() / 3600:g} h."
-        ),
+    limits = policy.for_resource(resource)
+    description = (
+        f"Fails (ERROR) after {limits.consecutive_failures} consecutive failed syncs of "
+        f"{resource!r}, and (WARN) when it has had no successful sync for "
+        f"{limits.stale_after.total_seconds() / 3600:g} h."
     )
+    if limits.muted:
+        description = f"{resource!r} is muted in the alerting policy: the check always passes."
+
+    @dg.asset_check(asset=key, name=CHECK_NAME, description=description)
     def _check(sync_tracker: SyncTracker) -> dg.AssetCheckResult:
         return sync_health(resource, sync_tracker.get_state(resource), policy, utcnow())
 
@@ -103,8 +121,15 @@ def sync_health(
 
     Consecutive failures fail the check with severity ERROR, staleness with WARN (ERROR wins
     when both hold); a resource that never synced fails with WARN, as its asset is probably not
-    tracked under this name.
+    tracked under this name. A resource ``policy`` mutes passes, as the sensors never alert on
+    it.
     """
+    if policy.for_resource(resource).muted:
+        return dg.AssetCheckResult(
+            passed=True,
+            description=f"{resource} is muted in the alerting policy: not judged.",
+            metadata={"status": state.last_sync_status if state else "never_run", "muted": True},
+        )
     if state is None:
         return dg.AssetCheckResult(
             passed=False,

@@ -8,7 +8,11 @@
     ├── SyncStateError              a lifecycle rule refused the change
     │   ├── SyncAlreadyRunningError     a second sync of a resource that is already running
     │   ├── SyncNotRunningError         finishing a sync that was reaped or finished elsewhere
-    │   └── WatermarkRewindError        a watermark older than the current one, without allow_rewind
+    │   ├── WatermarkBusyError          a manual watermark change while the resource is running
+    │   └── WatermarkError              a watermark change was refused (recorded on the sync)
+    │       ├── WatermarkRewindError        older than the current one, without allow_rewind
+    │       ├── WatermarkAheadError         beyond now + the resource's max_ahead (clock skew)
+    │       └── WatermarkConflictError      the watermark changed since the sync started
     └── StorageError                the database refused or failed
         ├── ConstraintViolationError    a CHECK / NOT NULL / unique constraint fired
         └── DatabaseUnavailableError    transient errors that outlasted every retry
@@ -78,17 +82,91 @@ class SyncNotRunningError(SyncStateError):
         )
 
 
-class WatermarkRewindError(SyncStateError):
-    """A watermark older than the current one was refused (pass allow_rewind=True to force it)."""
+class WatermarkBusyError(SyncStateError):
+    """A manual watermark change was refused because a sync of the resource is running."""
 
-    def __init__(self, resource: str, current: Any, proposed: Any) -> None:
+    def __init__(self, resource: str, running_sync_id: str | None) -> None:
+        self.resource = resource
+        self.running_sync_id = running_sync_id
+        super().__init__(
+            f"watermark of resource {resource!r} cannot be changed while sync "
+            f"{running_sync_id} is running; wait for it to finish (or reap it) and retry"
+        )
+
+
+class WatermarkError(SyncStateError):
+    """A watermark change was refused; the watermark was not moved.
+
+    Attributes:
+        code: the error code recorded on the sync and in ``watermark_changes``.
+        resource: the resource whose watermark it is.
+        current: the watermark in place (a datetime, a cursor value, or None).
+        proposed: the refused value.
+    """
+
+    code = "WATERMARK_REFUSED"
+
+    def __init__(self, resource: str, current: Any, proposed: Any, message: str) -> None:
         self.resource = resource
         self.current = current
         self.proposed = proposed
+        super().__init__(message)
+
+
+class WatermarkRewindError(WatermarkError):
+    """A watermark older than the current one was refused (pass allow_rewind=True to force it)."""
+
+    code = "WATERMARK_REWIND"
+
+    def __init__(self, resource: str, current: Any, proposed: Any) -> None:
         super().__init__(
-            f"watermark of resource {resource!r} would move backwards from {current!r} to "
-            f"{proposed!r}; pass allow_rewind=True to rewind it on purpose"
+            resource,
+            current,
+            proposed,
+            f"watermark of resource {resource!r} would move backwards from {_show(current)} to "
+            f"{_show(proposed)}; pass allow_rewind=True to rewind it on purpose",
         )
+
+
+class WatermarkAheadError(WatermarkError):
+    """A watermark too far in the future was refused: it would skip rows not yet written."""
+
+    code = "WATERMARK_AHEAD"
+
+    def __init__(self, resource: str, current: Any, proposed: Any, limit: Any) -> None:
+        self.limit = limit
+        super().__init__(
+            resource,
+            current,
+            proposed,
+            f"watermark of resource {resource!r} would move from {_show(current)} to "
+            f"{_show(proposed)}, beyond now + the allowed clock skew ({_show(limit)}); a "
+            "future-dated watermark would skip rows written until then",
+        )
+
+
+class WatermarkConflictError(WatermarkError):
+    """The watermark changed since the sync (or the manual change) read it; nothing was written."""
+
+    code = "WATERMARK_CONFLICT"
+
+    def __init__(self, resource: str, current: Any, proposed: Any, expected: Any) -> None:
+        self.expected = expected
+        super().__init__(
+            resource,
+            current,
+            proposed,
+            f"watermark of resource {resource!r} is now {_show(current)}, not {_show(expected)} "
+            f"as when this change began; {_show(proposed)} was not written so the newer value "
+            "is kept",
+        )
+
+
+def _show(value: Any) -> str:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    shown = repr(value)
+    return shown if len(shown) <= 200 else shown[:200] + "..."
 
 
 class StorageError(SyncObservabilityError):

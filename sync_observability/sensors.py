@@ -34,10 +34,12 @@ from sync_observability.alerts.lifecycle import (
 )
 from sync_observability.alerts.rules import (
     CONSECUTIVE_FAILURES,
+    CRITICAL,
     SLOW_SYNC,
     STALE_WATERMARK,
     STUCK_RUN,
     VOLUME_ANOMALY,
+    WATERMARK_NOT_MOVING,
     AlertPolicy,
     Finding,
     check_consecutive_failures,
@@ -45,6 +47,7 @@ from sync_observability.alerts.rules import (
     check_stale_watermarks,
     check_stuck_runs,
     check_volume_anomalies,
+    check_watermark_not_moving,
 )
 from sync_observability.storage.alert_store import AlertStore
 from sync_observability.storage.history_stats import (
@@ -173,9 +176,12 @@ def make_stuck_runs_sensor(
             findings.append(after)
             if "error_code" in after.details:
                 reaped.append(f"{after.resource} {after.details['error_code']}")
+        # Syncs reaped on an earlier tick stay stuck until the resource's next sync starts: the
+        # alert stays open, and is opened now if that tick died before recording it.
+        findings += [f for s in states if (f := _reaped_finding(s, policy)) is not None]
         return _Judgement(
             findings=findings,
-            checked={s.resource for s in states if not _was_reaped(s)} - lost,
+            checked={s.resource for s in states} - lost,
             done=f"reaped {len(reaped)} ({', '.join(reaped)})" if reaped else None,
             resources=len(states),
             nothing_found=(
@@ -353,6 +359,58 @@ def make_volume_anomalies_sensor(
     )
 
 
+def make_watermark_not_moving_sensor(
+    *,
+    name: str = "sync_watermark_not_moving_sensor",
+    minimum_interval_seconds: int = 300,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    message_fn: MessageFn | None = None,
+    slack: Any = None,
+) -> dg.SensorDefinition:
+    """A sensor that warns when syncs keep succeeding but the watermark does not move.
+
+    "Green but not moving": ``not_moving_after_syncs`` successful syncs in a row (default 5)
+    left the watermark (time or cursor) where it was, or, with ``not_moving_after_hours`` set,
+    syncs kept succeeding that long without moving it. Separate from the stale rule (no
+    success at all). The alert resolves when the watermark moves (a sync or a manual change).
+
+    Args:
+        name: the sensor's name.
+        minimum_interval_seconds: the least time between two ticks.
+        default_status: whether the sensor runs without being turned on in the UI.
+        message_fn: builds the alert message from a :class:`Finding`.
+        slack: a dagster-slack ``SlackResource`` to post through.
+    """
+
+    def judge(
+        context: dg.SensorEvaluationContext,
+        store: SyncStore,
+        policy: AlertPolicy,
+        now: dt.datetime,
+    ) -> _Judgement:
+        states = store.list_states()
+        return _Judgement(
+            findings=check_watermark_not_moving(states, policy, now),
+            checked=None,
+            resources=len(states),
+            nothing_found=(
+                f"no watermark left in place by {policy.defaults.not_moving_after_syncs} or "
+                "more successful syncs in a row"
+            ),
+        )
+
+    return _make_sensor(
+        name=name,
+        rule=WATERMARK_NOT_MOVING,
+        judge=judge,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        message_fn=message_fn,
+        slack=slack,
+        description="Warns when syncs keep succeeding but the watermark does not move.",
+    )
+
+
 def _make_sensor(
     *,
     name: str,
@@ -388,8 +446,9 @@ def _make_sensor(
             findings = [dataclasses.replace(f, message=message_fn(f)) for f in findings]
         alerts = AlertStore(store)
         tick = record_findings(alerts, rule, findings, now=now, checked=judgement.checked)
+        # Only this rule's notifications: they go through this sensor's sinks (slack=).
         report = deliver_pending(
-            alerts, sinks, now=now, renotify_after=sync_alerting.renotify_after
+            alerts, sinks, now=now, renotify_after=sync_alerting.renotify_after, rules=[rule]
         )
         for notification, error in report.failed:
             context.log.warning(
@@ -431,6 +490,8 @@ def _summary(
         delivery = f"sent {sent} notification{_s(sent)} ({kinds})"
         if report.failed:
             delivery += f"; {len(report.failed)} failed, retried next tick"
+        if report.out_of_time:
+            delivery += "; out of time, the rest goes next tick"
     return f"{checked}: {found}; {delivery}"
 
 
@@ -478,12 +539,57 @@ def _was_reaped(state: SyncState) -> bool:
     """Whether the resource's last sync was reaped and nothing has run since.
 
     Reaping clears the stuck condition at once, but announcing "resolved" on the next tick for a
-    sync that never finished would mislead: the stuck-run alert of such a resource is neither
-    refreshed nor resolved until its next sync starts.
+    sync that never finished would mislead: such a resource stays stuck (see
+    :func:`_reaped_finding`) until its next sync starts.
     """
     if state.last_sync_status != "failed" or not state.errors:
         return False
     return state.errors[-1].get("code") in (ORPHANED, TIMED_OUT)
+
+
+def _reaped_finding(state: SyncState, policy: AlertPolicy) -> Finding | None:
+    """The stuck-run finding of a reaped sync, rebuilt from the state reaping left.
+
+    It equals the finding the reaping tick recorded (:func:`_reap` keeps the rule's message in
+    the error), so later ticks refresh the open alert unchanged, and a tick that died between
+    reaping and recording has its alert opened by the next one. None unless the resource's
+    last sync was reaped (and it is not muted).
+    """
+    limits = policy.for_resource(state.resource)
+    if limits.muted or not _was_reaped(state):
+        return None
+    error = state.errors[-1]
+    code = error["code"]
+    stamp = error.get("timestamp")
+    try:
+        reaped_at = dt.datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+    except ValueError:
+        reaped_at = None
+    if reaped_at is None or reaped_at.tzinfo is None:
+        reaped_at = state.completed_at
+    started = state.started_at
+    running = None if started is None or reaped_at is None else reaped_at - started
+    return Finding(
+        rule=STUCK_RUN,
+        resource=state.resource,
+        severity=CRITICAL,
+        message=f"{error.get('message') or code}; marked failed ({code}), watermark unchanged",
+        since=started,
+        details={
+            "reason": "orphaned" if code == ORPHANED else "timed_out",
+            "started_at": None if started is None else started.isoformat(),
+            "running_seconds": None if running is None else running.total_seconds(),
+            "stuck_after_seconds": limits.stuck_after.total_seconds(),
+            "error_code": code,
+            "reaped_at": stamp if isinstance(stamp, str) else _iso_or_none(reaped_at),
+        },
+        sync_id=state.current_sync_id,
+        dagster_run_id=state.dagster_run_id,
+    )
+
+
+def _iso_or_none(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 sync_consecutive_failures_sensor = make_consecutive_failures_sensor()
@@ -491,6 +597,7 @@ sync_stuck_runs_sensor = make_stuck_runs_sensor()
 sync_stale_watermarks_sensor = make_stale_watermarks_sensor()
 sync_slow_syncs_sensor = make_slow_syncs_sensor()
 sync_volume_anomalies_sensor = make_volume_anomalies_sensor()
+sync_watermark_not_moving_sensor = make_watermark_not_moving_sensor()
 
 SYNC_SENSORS: tuple[dg.SensorDefinition, ...] = (
     sync_consecutive_failures_sensor,
@@ -498,6 +605,7 @@ SYNC_SENSORS: tuple[dg.SensorDefinition, ...] = (
     sync_stale_watermarks_sensor,
     sync_slow_syncs_sensor,
     sync_volume_anomalies_sensor,
+    sync_watermark_not_moving_sensor,
 )
 
 __all__ = [
@@ -509,9 +617,11 @@ __all__ = [
     "make_stale_watermarks_sensor",
     "make_stuck_runs_sensor",
     "make_volume_anomalies_sensor",
+    "make_watermark_not_moving_sensor",
     "sync_consecutive_failures_sensor",
     "sync_slow_syncs_sensor",
     "sync_stale_watermarks_sensor",
     "sync_stuck_runs_sensor",
     "sync_volume_anomalies_sensor",
+    "sync_watermark_not_moving_sensor",
 ]

@@ -8,6 +8,7 @@ import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from typing import Any
 
 import dagster as dg
@@ -16,10 +17,23 @@ from pydantic import Field, PrivateAttr
 from sync_observability.errors import (
     InvalidInputError,
     SyncAlreadyRunningError,
+    WatermarkAheadError,
+    WatermarkError,
     WatermarkRewindError,
 )
+from sync_observability.metrics import RunMetricsMixin
+from sync_observability.operations import OperationLogMixin
 from sync_observability.storage.engine import DEFAULT_SCHEMA, default_database_url
-from sync_observability.storage.store import SyncOutcome, SyncRecord, SyncState, SyncStore
+from sync_observability.storage.store import (
+    DEFAULT_MAX_AHEAD,
+    RefusedChange,
+    SyncOutcome,
+    SyncRecord,
+    SyncState,
+    SyncStore,
+    WatermarkChange,
+    cursor_is_rewind,
+)
 from sync_observability.validation import (
     check_aware,
     check_count,
@@ -39,15 +53,27 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class SyncRun:
+class SyncRun(OperationLogMixin, RunMetricsMixin):
     """One running sync: read its starting watermark, record counts, advance the watermark.
+
+    Also logs operational events (``log_dedup_conflict``, ``log_cast_error``, ... written in
+    batches) and run metrics (``record_metrics``: cost, volume, memory, quality, tags).
 
     Made by :meth:`SyncTracker.track`; finished (success or failed) when the ``with`` block
     ends. ``metadata`` is ready for ``dg.MaterializeResult`` once the block has ended.
     """
 
-    def __init__(self, record: SyncRecord) -> None:
+    def __init__(
+        self, record: SyncRecord, *, store: SyncStore, max_ahead: dt.timedelta | None = None
+    ) -> None:
         self._record = record
+        self._store = store
+        self._init_operation_log()
+        self._init_run_metrics()
+        self._max_ahead = max_ahead
+        self._allow_rewind = False
+        self._refused: list[RefusedChange] = []
+        self._refusals: list[WatermarkError] = []
         self._counts = {"processed": 0, "created": 0, "updated": 0, "failed": 0}
         self._errors: list[dict[str, Any]] = []
         self._watermark_after: dt.datetime | None = None
@@ -106,23 +132,55 @@ class SyncRun:
         """Set the watermark the next sync starts from, written only if this sync succeeds.
 
         A ``datetime`` (timezone-aware) moves the time watermark (``last_sync_time``); any other
-        JSON value moves the ``cursor``. Moving either backwards needs ``allow_rewind=True``.
-        Without a call, a successful sync moves the time watermark to its own start time.
+        JSON value moves the ``cursor``. Moving either backwards needs ``allow_rewind=True``; a
+        time beyond now + the tracker's ``max_watermark_ahead_minutes`` is refused. Without a
+        call, a successful sync moves the time watermark to its own start time.
+
+        Raises:
+            WatermarkRewindError: the value is older than the current one.
+            WatermarkAheadError: the value is too far in the future.
+
+        A refusal is kept in the sync's ``errors`` (code ``WATERMARK_REWIND`` or
+        ``WATERMARK_AHEAD``) and in ``watermark_changes``; uncaught, it fails the sync. The
+        final word is the store's at the end of the sync: a watermark changed meanwhile (by
+        hand, or by another process) is never overwritten (``WatermarkConflictError``).
         """
         self._require_running()
         if isinstance(value, dt.datetime):
             value = check_aware("watermark", value)
             if self.watermark is not None and value < self.watermark and not allow_rewind:
-                raise WatermarkRewindError(self.resource, self.watermark, value)
+                self._refuse(WatermarkRewindError(self.resource, self.watermark, value), value)
+            if self._max_ahead is not None:
+                limit = utcnow() + self._max_ahead
+                if value > limit:
+                    self._refuse(
+                        WatermarkAheadError(self.resource, self.watermark, value, limit), value
+                    )
             self._watermark_after = value
+            self._allow_rewind = self._allow_rewind or allow_rewind
             return
         check_json("cursor", value)
         if value is None:
             raise InvalidInputError("cursor", value, "must not be None")
-        if _is_rewind(self.cursor, value) and not allow_rewind:
-            raise WatermarkRewindError(self.resource, self.cursor, value)
+        if cursor_is_rewind(self.cursor, value) and not allow_rewind:
+            self._refuse(WatermarkRewindError(self.resource, self.cursor, value), cursor=value)
         self._cursor_after = value
         self._cursor_advanced = True
+        self._allow_rewind = self._allow_rewind or allow_rewind
+
+    def _refuse(
+        self, error: WatermarkError, watermark: dt.datetime | None = None, cursor: Any = None
+    ) -> None:
+        self._errors.append(
+            {"code": error.code, "message": str(error), "timestamp": utcnow().isoformat()}
+        )
+        self._refusals.append(error)
+        self._refused.append(
+            RefusedChange(
+                reason=f"{error.code}: {error}", watermark_after=watermark, cursor_after=cursor
+            )
+        )
+        raise error
 
     def add_error(self, code: str, message: str, **details: Any) -> None:
         """Record an error (kept in ``errors``); the sync still succeeds unless the block raises."""
@@ -155,6 +213,11 @@ class SyncRun:
             "sync_id": dg.MetadataValue.text(self.sync_id),
             "sync_status": dg.MetadataValue.text(self._status),
             "error_count": dg.MetadataValue.int(len(self._errors)),
+            **{
+                f"operations/{category}": dg.MetadataValue.int(count)
+                for category, count in self.operation_counts.items()
+            },
+            **_cost_metadata(self.run_metrics),
         }
 
     # -- used by SyncTracker.track ---------------------------------------------------------
@@ -172,7 +235,9 @@ class SyncRun:
             return self.watermark
         return self.started_at
 
-    def _outcome(self, status: str, error_message: str | None = None) -> SyncOutcome:
+    def _outcome(
+        self, status: str, error_message: str | None = None, *, count_failure: bool = True
+    ) -> SyncOutcome:
         return SyncOutcome(
             status=status,
             ended_at=utcnow(),
@@ -185,18 +250,38 @@ class SyncRun:
             watermark_after=self._new_watermark() if status == "success" else None,
             cursor_after=self._cursor_after,
             cursor_advanced=self._cursor_advanced,
+            allow_rewind=self._allow_rewind,
+            count_failure=count_failure,
+            refused=tuple(self._refused),
+            metadata={"metrics": self.run_metrics, "operations": self.operation_counts},
         )
 
-    def _add_exception(self, error: BaseException) -> str:
-        message = f"{type(error).__name__}: {error}"
+    def _add_exception(self, error: BaseException, **details: Any) -> str:
+        if isinstance(error, WatermarkError):
+            message = f"{error.code}: {error}"
+            if any(error is refused for refused in self._refusals):
+                return message  # recorded when it was refused
+            code = error.code
+        else:
+            message = f"{type(error).__name__}: {error}"
+            code = type(error).__name__
         trace = "".join(traceback.format_exception(error))
         self._errors.append(
             {
-                "code": type(error).__name__,
+                "code": code,
                 "message": str(error),
                 "timestamp": utcnow().isoformat(),
                 "traceback": trace[-TRACEBACK_LIMIT:],
+                **details,
             }
+        )
+        return message
+
+    def _add_refusal(self, error: WatermarkError) -> str:
+        """The store refused the watermark at the end: the sync was recorded failed with it."""
+        message = f"{error.code}: {error}"
+        self._errors.append(
+            {"code": error.code, "message": str(error), "timestamp": utcnow().isoformat()}
         )
         return message
 
@@ -205,14 +290,9 @@ class SyncRun:
         self._ended_at = max(outcome.ended_at, self.started_at)
 
 
-def _is_rewind(current: Any, proposed: Any) -> bool:
-    """Whether a cursor moves backwards; only numbers and strings have an order to check."""
-    numbers = (int, float)
-    if isinstance(current, numbers) and isinstance(proposed, numbers):
-        return proposed < current
-    if isinstance(current, str) and isinstance(proposed, str):
-        return proposed < current
-    return False
+def _cost_metadata(metrics: dict[str, Any]) -> dict[str, dg.MetadataValue]:
+    cost = metrics.get("total_cost_usd")
+    return {} if cost is None else {"total_cost_usd": dg.MetadataValue.float(float(cost))}
 
 
 def _int_or_null(value: int | None) -> dg.MetadataValue:
@@ -231,6 +311,7 @@ class _DagsterContext:
         self.asset_key: str | None = None
         self.partition_key: str | None = None
         self.retry_number = 0
+        self.retry_policy: dg.RetryPolicy | None = None
         self.instance: Any = None
         self.log: Any = log
         if context is None:
@@ -239,10 +320,27 @@ class _DagsterContext:
         self.instance = context.instance
         self.log = context.log
         self.retry_number = context.retry_number
+        # The op's own policy, else the job's op_retry_policy (what Dagster applies).
+        self.retry_policy = context.op_def.retry_policy or context.job_def.op_retry_policy
         if context.has_partition_key:
             self.partition_key = context.partition_key
         if context.has_assets_def and len(context.assets_def.keys) == 1:
             self.asset_key = context.asset_key.to_user_string()
+
+    def will_retry(self, error: BaseException) -> bool:
+        """Whether Dagster will run this step again after ``error`` (op retries, not run retries).
+
+        Mirrors Dagster's step error boundary: ``RetryRequested`` carries its own limit; a
+        ``Failure(allow_retries=False)`` and Dagster's own errors are never retried; any other
+        ``Exception`` is retried while the retry policy has attempts left.
+        """
+        if isinstance(error, dg.RetryRequested):
+            return self.retry_number < error.max_retries
+        if not isinstance(error, Exception) or isinstance(error, dg.DagsterError):
+            return False
+        if isinstance(error, dg.Failure) and not error.allow_retries:
+            return False
+        return self.retry_policy is not None and self.retry_number < self.retry_policy.max_retries
 
 
 class SyncTracker(dg.ConfigurableResource):
@@ -286,6 +384,29 @@ class SyncTracker(dg.ConfigurableResource):
             "mark that sync failed (ORPHANED) and start the new one."
         ),
     )
+    max_watermark_ahead_minutes: float | None = Field(
+        default=DEFAULT_MAX_AHEAD.total_seconds() / 60,
+        description=(
+            "A time watermark beyond now + this many minutes (clock skew) is refused "
+            "(WATERMARK_AHEAD); null: no limit."
+        ),
+    )
+    watermark_ahead_overrides: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Per-resource max_watermark_ahead_minutes: resource name or fnmatch pattern "
+            "(vantage/*) -> minutes. An exact name beats a pattern, a longer pattern a shorter "
+            "one."
+        ),
+    )
+    count_retried_failures: bool = Field(
+        default=False,
+        description=(
+            "Count a failed attempt that Dagster will retry (op RetryPolicy) in "
+            "consecutive_failures. By default only the last attempt's failure counts, so a "
+            "step that succeeds on a retry raises no alert; every attempt is in sync_history."
+        ),
+    )
 
     _store: SyncStore | None = PrivateAttr(default=None)
 
@@ -316,6 +437,74 @@ class SyncTracker(dg.ConfigurableResource):
         """The time watermark the next sync of ``resource`` starts from."""
         state = self.get_state(resource)
         return None if state is None else state.last_sync_time
+
+    def max_ahead(self, resource: str) -> dt.timedelta | None:
+        """How far past now the watermark of ``resource`` may be set (None: no limit)."""
+        minutes = self.max_watermark_ahead_minutes
+        if resource in self.watermark_ahead_overrides:
+            minutes = self.watermark_ahead_overrides[resource]
+        else:
+            patterns = sorted(
+                (k for k in self.watermark_ahead_overrides if fnmatchcase(resource, k)),
+                key=lambda k: (len(k), k),
+            )
+            if patterns:
+                minutes = self.watermark_ahead_overrides[patterns[-1]]
+        return None if minutes is None else dt.timedelta(minutes=minutes)
+
+    def set_watermark(
+        self,
+        resource: str,
+        value: Any,
+        *,
+        reason: str,
+        changed_by: str | None = None,
+        allow_rewind: bool = False,
+    ) -> WatermarkChange:
+        """Set the watermark (a datetime) or cursor (any other JSON value) of ``resource`` by hand.
+
+        Kept in ``watermark_changes`` with ``changed_by`` (default: the OS user) and ``reason``.
+        Refused while the resource is running, when it moves backwards without
+        ``allow_rewind``, or beyond now + the resource's max ahead; see
+        :meth:`SyncStore.set_watermark`.
+
+        Examples:
+            .. code-block:: python
+
+                tracker.set_watermark(
+                    "vantage/accounts",
+                    datetime(2025, 11, 1, tzinfo=timezone.utc),
+                    reason="re-fetch November after the upstream fix",
+                    allow_rewind=True,
+                )
+        """
+        return self.store.set_watermark(
+            resource,
+            value,
+            reason=reason,
+            changed_by=changed_by,
+            allow_rewind=allow_rewind,
+            max_ahead=self.max_ahead(resource),
+        )
+
+    def rewind_to_sync(
+        self, resource: str, sync_id: str, *, reason: str, changed_by: str | None = None
+    ) -> WatermarkChange:
+        """Put the watermark of ``resource`` back to what the successful sync ``sync_id`` left.
+
+        The next sync starts from it; the change is kept in ``watermark_changes``.
+        """
+        return self.store.rewind_to_sync(
+            resource,
+            sync_id,
+            reason=reason,
+            changed_by=changed_by,
+            max_ahead=self.max_ahead(resource),
+        )
+
+    def watermark_changes(self, resource: str, *, limit: int = 50) -> list[WatermarkChange]:
+        """The recent changes of the watermark of ``resource`` (and refused ones), newest first."""
+        return self.store.watermark_changes(resource, limit=limit)
 
     @contextmanager
     def track(
@@ -351,18 +540,34 @@ class SyncTracker(dg.ConfigurableResource):
         check_name("target_system", target_system, optional=True)
         check_sync_type(sync_type)
 
-        run = SyncRun(self._start(ctx, resource, source_system, target_system, sync_type))
+        max_ahead = self.max_ahead(resource)
+        record = self._start(ctx, resource, source_system, target_system, sync_type)
+        run = SyncRun(record, store=self.store, max_ahead=max_ahead)
         ctx.log.debug(f"sync_observability: sync {run.sync_id} of {resource!r} started")
         try:
             yield run
+            # Inside the try: events that cannot be written fail the sync instead of leaving it
+            # running.
+            run._flush_operation_log()
         except BaseException as error:
-            outcome = run._outcome("failed", run._add_exception(error))
+            try:
+                run._flush_operation_log()
+            except Exception as flush_error:
+                ctx.log.error(f"sync_observability could not write operation events: {flush_error}")
+            will_retry = ctx.will_retry(error)
+            details = {"retry_number": ctx.retry_number, "will_retry": True} if will_retry else {}
+            outcome = run._outcome(
+                "failed",
+                run._add_exception(error, **details),
+                count_failure=self.count_retried_failures or not will_retry,
+            )
             try:
                 self.store.finish_sync(
                     sync_id=run.sync_id,
                     resource=resource,
                     started_at=run.started_at,
                     outcome=outcome,
+                    max_ahead=max_ahead,
                 )
             except Exception as finish_error:
                 # The sync's own error is what the user must see; say why it was not recorded.
@@ -374,9 +579,19 @@ class SyncTracker(dg.ConfigurableResource):
                 run._finished(outcome)
             raise
         outcome = run._outcome("success")
-        self.store.finish_sync(
-            sync_id=run.sync_id, resource=resource, started_at=run.started_at, outcome=outcome
-        )
+        try:
+            self.store.finish_sync(
+                sync_id=run.sync_id,
+                resource=resource,
+                started_at=run.started_at,
+                outcome=outcome,
+                max_ahead=max_ahead,
+            )
+        except WatermarkError as refused:
+            # Recorded failed by the store, with this error; the watermark did not move.
+            run._finished(run._outcome("failed", run._add_refusal(refused)))
+            ctx.log.error(f"sync_observability: sync {run.sync_id} of {resource!r}: {refused}")
+            raise
         run._finished(outcome)
         ctx.log.debug(f"sync_observability: sync {run.sync_id} of {resource!r} succeeded")
 

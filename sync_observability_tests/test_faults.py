@@ -170,7 +170,7 @@ def test_sqlite_lock_outlasting_the_retries_fails_loudly(
             tracker.track(resource="accounts") as sync,
         ):
             sync.record(processed=9)
-            sync.advance_watermark(T0.replace(year=2100))
+            sync.advance_watermark(dt.datetime.now(UTC) + dt.timedelta(minutes=2))
             locker.execute("BEGIN EXCLUSIVE")
     finally:
         locker.rollback()
@@ -331,7 +331,7 @@ def _die_mid_sync(url: str, schema: str, resource: str) -> None:
     tracker = SyncTracker(database_url=url, schema_name=schema)
     with tracker.track(resource=resource) as sync:
         sync.record(processed=5, created=5)
-        sync.advance_watermark(T0.replace(year=2100))
+        sync.advance_watermark(dt.datetime.now(UTC) + dt.timedelta(minutes=2))
         os._exit(KILLED_EXIT_CODE)
 
 

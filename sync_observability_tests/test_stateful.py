@@ -36,7 +36,9 @@ from sync_observability import (
     SyncStore,
     WatermarkRewindError,
 )
+from sync_observability.errors import WatermarkAheadError
 from sync_observability.storage.schema import sync_history, sync_state
+from sync_observability.storage.store import DEFAULT_MAX_AHEAD
 from sync_observability_tests.conftest import Backend
 
 pytestmark = pytest.mark.slow
@@ -90,6 +92,8 @@ def _new_state(resource: str, now: dt.datetime) -> dict[str, Any]:
         "last_success_at": None,
         "dagster_run_id": None,
         "created_at": now,
+        "watermark_advanced_at": None,
+        "syncs_since_advance": 0,
     }
 
 
@@ -298,12 +302,33 @@ def _run_machine(store: SyncStore, max_examples: int, step_count: int) -> None:
             now = self.tick()
             message = f"RuntimeError: planned failure of {sync_id}" if status == "failed" else None
             outcome = _outcome(self.runs[sync_id], status, now, message)
-            store.finish_sync(
-                sync_id=sync_id,
-                resource=row["resource"],
-                started_at=row["sync_start_time"],
-                outcome=outcome,
-            )
+            finish = {
+                "sync_id": sync_id,
+                "resource": row["resource"],
+                "started_at": row["sync_start_time"],
+                "outcome": outcome,
+            }
+            advanced = running.advanced_to
+            if (
+                status == "success"
+                and advanced is not None
+                and advanced != row["watermark_before"]
+                and advanced > now + DEFAULT_MAX_AHEAD
+            ):
+                # Refused at the end: recorded as a failure carrying the refusal's error.
+                with pytest.raises(WatermarkAheadError) as refused:
+                    store.finish_sync(**finish)
+                code, error = WatermarkAheadError.code, refused.value
+                entry = {"code": code, "message": str(error), "timestamp": now.isoformat()}
+                outcome = dataclasses.replace(
+                    outcome,
+                    status="failed",
+                    errors=[*outcome.errors, entry],
+                    error_message=f"{code}: {error}",
+                )
+                status, message = "failed", outcome.error_message
+            else:
+                store.finish_sync(**finish)
             running.outcome = outcome
             duration = _duration_ms(row["sync_start_time"], now)
             row |= {
@@ -337,12 +362,19 @@ def _run_machine(store: SyncStore, max_examples: int, step_count: int) -> None:
                 watermark = before  # the default never moves an advanced watermark backwards
             else:
                 watermark = start
+            moved = watermark != before or (
+                running.cursor_advanced and running.cursor_to != state["cursor"]
+            )
             row["watermark_after"] = watermark
             state |= {
                 "last_sync_time": watermark,
                 "consecutive_failures": 0,
                 "last_success_at": now,
             }
+            if moved:
+                state |= {"watermark_advanced_at": now, "syncs_since_advance": 0}
+            else:
+                state["syncs_since_advance"] += 1
             if running.cursor_advanced:
                 row["cursor_after"] = state["cursor"] = running.cursor_to
 

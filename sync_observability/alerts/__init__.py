@@ -11,6 +11,7 @@ from sync_observability.alerts.rules import (
     STALE_WATERMARK,
     STUCK_RUN,
     VOLUME_ANOMALY,
+    WATERMARK_NOT_MOVING,
     AlertPolicy,
     Finding,
     Thresholds,
@@ -19,6 +20,7 @@ from sync_observability.alerts.rules import (
     check_stale_watermarks,
     check_stuck_runs,
     check_volume_anomalies,
+    check_watermark_not_moving,
 )
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "STALE_WATERMARK",
     "STUCK_RUN",
     "VOLUME_ANOMALY",
+    "WATERMARK_NOT_MOVING",
     "AlertPolicy",
     "Finding",
     "Thresholds",
@@ -36,4 +39,5 @@ __all__ = [
     "check_stale_watermarks",
     "check_stuck_runs",
     "check_volume_anomalies",
+    "check_watermark_not_moving",
 ]

@@ -9,14 +9,19 @@ sends what is due:
 - ``resolved``: once, when its condition cleared, with a resolution message.
 
 Delivery is at least once. A notification is claimed by one tick (so racing ticks send it
-once), sent to every sink, and marked delivered only when all sinks accepted it. When a sink
+once), sent to every sink, and marked delivered as soon as all sinks accepted it. When a sink
 fails, the notification stays due and the next tick retries it, skipping the sinks that already
 accepted it; a delivered notification is never sent again. A sink that fails is not called
 again in the same tick (a dead endpoint costs one timeout per tick, not one per alert), and
 notifications that failed before are tried after the others, so one that a sink keeps refusing
-cannot hold the rest back. A tick that dies mid-send leaves its claims, which expire after
-``claim_for``; the notifications are then sent again (the one case where a sink can see a
+cannot hold the rest back. Claims last ``claim_for`` from when they are taken and are renewed
+before a send when half of that has passed, so a slow sink does not let a claim run out under
+it; a tick stops after its time budget and leaves the rest to the next. A tick that dies
+mid-send leaves the claim of the notification it was sending, which expires after
+``claim_for``; that notification is then sent again (the one case where a sink can see a
 notification twice).
+
+Each sensor delivers only its own rule's notifications (``rules=``), through its own sinks.
 
 Decisions where the requirements were silent:
 
@@ -42,6 +47,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -51,6 +57,7 @@ from sync_observability.alerts.rules import (
     STALE_WATERMARK,
     STUCK_RUN,
     VOLUME_ANOMALY,
+    WATERMARK_NOT_MOVING,
     Finding,
 )
 from sync_observability.alerts.sinks import Sink, SinkError
@@ -65,7 +72,8 @@ OPENED = "opened"
 REMINDER = "reminder"
 RESOLVED = "resolved"
 _ERROR_LIMIT = 1000
-_BATCH_SIZE = 100  # notifications per claim: sent well within claim_for
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_BUDGET = dt.timedelta(seconds=30)  # half of Dagster's 60 s sensor timeout
 _MAX_BATCHES = 1000  # a bound on one tick's work; what is left is sent next tick
 
 
@@ -88,10 +96,14 @@ class TickResult:
 
 @dataclasses.dataclass
 class DeliveryReport:
-    """What :func:`deliver_pending` sent, and what failed (with why; retried next tick)."""
+    """What :func:`deliver_pending` sent, and what failed (with why; retried next tick).
+
+    ``out_of_time``: the time budget ran out; what is still due goes out on the next tick.
+    """
 
     delivered: list[Notification] = dataclasses.field(default_factory=list)
     failed: list[tuple[Notification, str]] = dataclasses.field(default_factory=list)
+    out_of_time: bool = False
 
 
 def record_findings(
@@ -148,13 +160,22 @@ def deliver_pending(
     now: dt.datetime,
     renotify_after: dt.timedelta | None,
     claim_for: dt.timedelta = dt.timedelta(minutes=2),
+    rules: Collection[str] | None = None,
+    budget: dt.timedelta = DEFAULT_BUDGET,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> DeliveryReport:
     """Send every due notification to every sink, at least once and without duplicates.
 
     Due notifications are claimed in batches with a guarded update (a racing tick skips them),
-    sent to each sink in order, and marked delivered once all sinks accepted them. A sink that
+    each claim lasting ``claim_for`` from the moment it is taken. Each notification is sent to
+    each sink in order and marked delivered as soon as all sinks accepted it. A sink that
     raises leaves the notification due for the next tick, which sends it only to the sinks that
     did not accept it yet; the failed sink is not called again during this tick.
+
+    A notification is sent only while its claim has at least half of ``claim_for`` left;
+    older claims are given back and taken again, so a slow sink cannot make a claim run out
+    under a send. After ``budget`` the tick stops (at least one notification is always tried)
+    and gives back what it claimed but did not send: the next tick sends it.
 
     Args:
         alerts: the alert store.
@@ -162,32 +183,54 @@ def deliver_pending(
         now: the tick's time (timezone-aware).
         renotify_after: remind about a still-open alert this long after its last notification;
             None: never.
-        claim_for: how long a claim holds before another tick may take the notifications over
-            (longer than sending a batch of 100 notifications to every sink can take).
+        claim_for: how long a claim holds before another tick may take the notifications over;
+            more than twice the longest one notification can take to reach every sink.
+        rules: deliver only the notifications of these rules' alerts (a sensor delivers its
+            own rule's, with its own sinks); None: every rule's.
+        budget: stop sending after this long (Dagster stops a sensor tick after 60 s).
+        batch_size: notifications claimed at once.
 
     Returns:
-        The notifications delivered, and those that failed with the reason (no secrets).
+        The notifications delivered, those that failed with the reason (no secrets), and
+        whether the budget ran out before everything due was sent.
     """
     now = check_aware("now", now)
     _check_positive("claim_for", claim_for)
+    _check_positive("budget", budget)
     if renotify_after is not None:
         _check_positive("renotify_after", renotify_after)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError("batch_size", batch_size, "must be an int >= 1")
+    if rules is not None:
+        if isinstance(rules, str) or not all(isinstance(r, str) for r in rules):
+            raise InvalidInputError("rules", rules, "must be a collection of rule names")
+        rules = frozenset(rules)
     names = [sink.name for sink in sinks]
     if len(set(names)) != len(names):
         raise InvalidInputError("sinks", names, "sink names must be unique")
-    cutoff = None if renotify_after is None else now - renotify_after
-    report = DeliveryReport()
-    down: dict[str, str] = {}  # sinks that failed this tick -> why; not called again this tick
+    tick = _Tick(
+        alerts=alerts,
+        sinks=sinks,
+        now=now,
+        cutoff=None if renotify_after is None else now - renotify_after,
+        claim_for=claim_for,
+        budget=budget,
+    )
     # Each batch claims only due notifications; delivered ones stop being due (or owe the next
-    # kind) and failed ones are held until `now`, so the loop ends when nothing is due.
+    # kind), failed ones are held until `now` and unsent ones are given back, so the loop ends
+    # when nothing is due or the budget is spent.
     for _ in range(_MAX_BATCHES):
+        claimed_at = time.monotonic()
+        until = max(now, _utcnow()) + claim_for
         claims = alerts.claim_due(
-            now=now, until=now + claim_for, reminder_cutoff=cutoff, limit=_BATCH_SIZE
+            now=now, until=until, reminder_cutoff=tick.cutoff, limit=batch_size, rules=rules
         )
         if not claims:
             break
-        _deliver_batch(alerts, claims, sinks, now, cutoff, down, report)
-    return report
+        tick.deliver(claims, claimed_at)
+        if tick.report.out_of_time:
+            break
+    return tick.report
 
 
 def due_kind(alert: Alert, reminder_cutoff: dt.datetime | None) -> str | None:
@@ -220,74 +263,115 @@ def resolution_message(alert: Alert, now: dt.datetime) -> str:
         text = f"{who} synced within its time limits again"
     elif alert.rule == VOLUME_ANOMALY:
         text = f"{who} processed a usual number of records again"
+    elif alert.rule == WATERMARK_NOT_MOVING:
+        text = f"{who}'s watermark moves again"
     else:
         text = f"{alert.rule} no longer holds for {who}"
     return f"resolved: {text} (alert open for {_human(now - alert.opened_at)})"
 
 
-def _deliver_batch(
-    alerts: AlertStore,
-    claims: Sequence[Claim],
-    sinks: Sequence[Sink],
-    now: dt.datetime,
-    cutoff: dt.datetime | None,
-    down: dict[str, str],
-    report: DeliveryReport,
-) -> None:
-    """Send each claimed notification to each sink that has not accepted it yet, then settle."""
-    token = claims[0].token
-    delivered: list[Notification] = []
-    failed: list[tuple[str, str | None, Sequence[str], str | None]] = []
-    for claim in claims:
-        kind = due_kind(claim.alert, cutoff)
+@dataclasses.dataclass
+class _Tick:
+    """One call of :func:`deliver_pending`: its sinks, clock, and what it did so far."""
+
+    alerts: AlertStore
+    sinks: Sequence[Sink]
+    now: dt.datetime
+    cutoff: dt.datetime | None
+    claim_for: dt.timedelta
+    budget: dt.timedelta
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    down: dict[str, str] = dataclasses.field(default_factory=dict)  # sink -> why; not retried
+    report: DeliveryReport = dataclasses.field(default_factory=DeliveryReport)
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() - self.started >= self.budget.total_seconds()
+
+    def deliver(self, claims: Sequence[Claim], claimed_at: float) -> None:
+        """Send each claimed notification and settle it at once; give back what is not sent.
+
+        Failures that no sink newly accepted are settled together at the end: losing them
+        (the tick dies) costs only their error text, as their claims expire anyway.
+        """
+        token = claims[0].token
+        failed: list[tuple[str, str | None, Sequence[str], str | None]] = []
+        unsent = [claim.alert.alert_id for claim in claims]
+        try:
+            for i, claim in enumerate(claims):
+                tried = self.report.delivered or self.report.failed  # one per call at least
+                if tried and self.out_of_time():
+                    self.report.out_of_time = True
+                    return
+                if i > 0 and time.monotonic() - claimed_at >= self.claim_for.total_seconds() / 2:
+                    return  # the caller claims again, with a fresh expiry
+                unsent.pop(0)
+                self._send(token, claim, failed)
+        finally:
+            if failed:
+                self.alerts.release_failed(token, failed, now=self.now)
+            if unsent:
+                self.alerts.release(token, unsent)
+
+    def _send(
+        self,
+        token: str,
+        claim: Claim,
+        failed: list[tuple[str, str | None, Sequence[str], str | None]],
+    ) -> None:
+        """Send one notification to the sinks that have not accepted it yet, then settle it."""
+        alert = claim.alert
+        kind = due_kind(alert, self.cutoff)
         if kind is None:  # cannot happen while due_kind mirrors the store's rule; never send
-            failed.append((claim.alert.alert_id, None, (), None))
-            continue
-        notification = Notification(claim.alert, kind)
-        accepted = list(claim.delivered_sinks) if claim.delivery_kind == kind else []
+            failed.append((alert.alert_id, None, (), None))
+            return
+        notification = Notification(alert, kind)
+        before = list(claim.delivered_sinks) if claim.delivery_kind == kind else []
+        accepted = list(before)
         errors = []
-        for sink in sinks:
+        for sink in self.sinks:
             if sink.name in accepted:
                 continue
-            if sink.name in down:
-                errors.append(f"{down[sink.name]} (not tried again this tick)")
+            if sink.name in self.down:
+                errors.append(f"{self.down[sink.name]} (not tried again this tick)")
                 continue
             try:
                 sink.send(notification)
             except Exception as e:
                 reason = _describe_failure(sink, e)
-                down[sink.name] = reason
+                self.down[sink.name] = reason
                 errors.append(reason)
             else:
                 accepted.append(sink.name)
-        if errors:
-            reason = "; ".join(errors)[:_ERROR_LIMIT]
-            failed.append((claim.alert.alert_id, kind, accepted, reason))
-            report.failed.append((notification, reason))
-            log.warning(
-                "sync_observability: %s notification of alert %s (%s) not delivered, "
-                "will retry next tick: %s",
-                kind,
-                claim.alert.alert_id,
-                claim.alert.fingerprint,
-                reason,
-            )
-        else:
-            delivered.append(notification)
-    if delivered:
-        pairs = [(n.alert.alert_id, n.kind) for n in delivered]
-        marked = alerts.mark_delivered(token, pairs, now=now)
-        for notification in delivered:
-            if notification.alert.alert_id not in marked:
+        if not errors:
+            marked = self.alerts.mark_delivered(token, [(alert.alert_id, kind)], now=self.now)
+            if alert.alert_id not in marked:
                 log.warning(
                     "sync_observability: the claim on the %s notification of alert %s expired "
                     "while it was being sent; another tick may send it again (raise claim_for)",
-                    notification.kind,
-                    notification.alert.alert_id,
+                    kind,
+                    alert.alert_id,
                 )
-        report.delivered.extend(delivered)
-    if failed:
-        alerts.release_failed(token, failed, now=now)
+            self.report.delivered.append(notification)
+            return
+        reason = "; ".join(errors)[:_ERROR_LIMIT]
+        settle = (alert.alert_id, kind, accepted, reason)
+        if accepted != before:  # a sink took it this tick: record that now, not at the end
+            self.alerts.release_failed(token, [settle], now=self.now)
+        else:
+            failed.append(settle)
+        self.report.failed.append((notification, reason))
+        log.warning(
+            "sync_observability: %s notification of alert %s (%s) not delivered, "
+            "will retry next tick: %s",
+            kind,
+            alert.alert_id,
+            alert.fingerprint,
+            reason,
+        )
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _describe_failure(sink: Sink, error: Exception) -> str:

@@ -50,7 +50,15 @@ STUCK_RUN = "stuck_run"
 STALE_WATERMARK = "stale_watermark"
 SLOW_SYNC = "slow_sync"
 VOLUME_ANOMALY = "volume_anomaly"
-RULES = (CONSECUTIVE_FAILURES, STUCK_RUN, STALE_WATERMARK, SLOW_SYNC, VOLUME_ANOMALY)
+WATERMARK_NOT_MOVING = "watermark_not_moving"
+RULES = (
+    CONSECUTIVE_FAILURES,
+    STUCK_RUN,
+    STALE_WATERMARK,
+    SLOW_SYNC,
+    VOLUME_ANOMALY,
+    WATERMARK_NOT_MOVING,
+)
 
 CRITICAL = "critical"
 WARNING = "warning"
@@ -75,6 +83,10 @@ class Thresholds:
             previous successful runs is an anomaly.
         volume_window: how many previous successful runs make the volume baseline.
         volume_min_samples: previous runs needed before the volume rule applies (at least 2).
+        not_moving_after_syncs: successful syncs in a row that left the watermark where it was
+            before a "not moving" warning (``>=``).
+        not_moving_after: also warn when syncs kept succeeding for longer than this without
+            moving the watermark; None turns this comparison off.
         muted: no findings at all for this resource.
 
     Raises:
@@ -91,6 +103,8 @@ class Thresholds:
     volume_sigma: float = 2.0
     volume_window: int = 30
     volume_min_samples: int = 10
+    not_moving_after_syncs: int = 5
+    not_moving_after: dt.timedelta | None = None
     muted: bool = False
 
     def __post_init__(self) -> None:
@@ -113,6 +127,16 @@ class Thresholds:
                 self.volume_min_samples,
                 f"must not exceed volume_window ({self.volume_window}), or the rule never fires",
             )
+        _check_int("not_moving_after_syncs", self.not_moving_after_syncs, minimum=1)
+        if self.not_moving_after is not None:
+            if not isinstance(self.not_moving_after, dt.timedelta):
+                raise InvalidInputError(
+                    "not_moving_after", self.not_moving_after, "must be a datetime.timedelta"
+                )
+            if self.not_moving_after <= dt.timedelta(0):
+                raise InvalidInputError(
+                    "not_moving_after", self.not_moving_after, "must be positive"
+                )
         if not isinstance(self.muted, bool):
             raise InvalidInputError("muted", self.muted, "must be a bool")
 
@@ -513,6 +537,73 @@ def check_volume_anomalies(
             },
             sync_id=latest_run_id,
             dagster_run_id=state.dagster_run_id if latest_run_id else None,
+        )
+
+    return _apply(states, policy, judge)
+
+
+def check_watermark_not_moving(
+    states: Iterable[SyncState], policy: AlertPolicy, now: dt.datetime
+) -> list[Finding]:
+    """A warning per resource whose syncs keep succeeding but leave the watermark in place.
+
+    "Green but not moving": ``syncs_since_advance`` (successful syncs since the watermark, time
+    or cursor, last changed) is at least ``not_moving_after_syncs``, or, when
+    ``not_moving_after`` is set, syncs kept succeeding for longer than that since the last
+    change (``last_success_at - watermark_advanced_at``). Failed syncs do not count either
+    way: a resource with no success at all is the stale rule's. A manual set or rewind counts
+    as a move. ``since`` is when the watermark last moved (None when unknown).
+    """
+    check_aware("now", now)
+
+    def judge(state: SyncState, limits: Thresholds) -> Finding | None:
+        count = state.syncs_since_advance
+        moved_at = state.watermark_advanced_at
+        reasons = []
+        if count >= limits.not_moving_after_syncs:
+            reasons.append("syncs")
+        stalled_for = None
+        if moved_at is not None and state.last_success_at is not None and count > 0:
+            stalled_for = state.last_success_at - moved_at
+        if (
+            limits.not_moving_after is not None
+            and stalled_for is not None
+            and stalled_for > limits.not_moving_after
+        ):
+            reasons.append("time")
+        if not reasons:
+            return None
+        where = (
+            f"cursor {state.cursor!r}"
+            if state.cursor is not None and state.last_sync_time is None
+            else f"watermark {_iso(state.last_sync_time)}"
+        )
+        message = f"{state.resource}: {count} successful syncs in a row left the {where} unchanged"
+        if moved_at is not None:
+            message += f"; it last moved at {_iso(moved_at)}"
+        if "time" in reasons and stalled_for is not None:
+            message += f" ({_human(stalled_for)} of green syncs since)"
+        return Finding(
+            rule=WATERMARK_NOT_MOVING,
+            resource=state.resource,
+            severity=WARNING,
+            message=message,
+            since=moved_at,
+            details={
+                "reasons": reasons,
+                "syncs_since_advance": count,
+                "threshold_syncs": limits.not_moving_after_syncs,
+                "watermark_advanced_at": _iso(moved_at),
+                "not_moving_after_seconds": (
+                    None
+                    if limits.not_moving_after is None
+                    else limits.not_moving_after.total_seconds()
+                ),
+                "last_sync_time": _iso(state.last_sync_time),
+                "last_success_at": _iso(state.last_success_at),
+            },
+            sync_id=state.current_sync_id,
+            dagster_run_id=state.dagster_run_id,
         )
 
     return _apply(states, policy, judge)

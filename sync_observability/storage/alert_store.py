@@ -133,9 +133,13 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
 
 
-def _due(now: dt.datetime, reminder_cutoff: dt.datetime | None) -> sa.ColumnElement[bool]:
-    """A notification is due and no tick holds a claim on it (one held until before ``now``
-    has expired).
+def _due(
+    now: dt.datetime,
+    reminder_cutoff: dt.datetime | None,
+    rules: Collection[str] | None = None,
+) -> sa.ColumnElement[bool]:
+    """A notification (of one of ``rules``, when given) is due and no tick holds a claim on it
+    (one held until before ``now`` has expired).
 
     Due: the "opened" notification never got out, or the alert resolved and the resolution was
     not announced, or (with reminders) the last notification is as old as ``reminder_cutoff``.
@@ -145,11 +149,14 @@ def _due(now: dt.datetime, reminder_cutoff: dt.datetime | None) -> sa.ColumnElem
     arms = [t.last_notified_at.is_(None), t.status == "resolved"]
     if reminder_cutoff is not None:
         arms.append(t.last_notified_at <= reminder_cutoff)
-    return sa.and_(
+    conditions = [
         t.resolution_notified_at.is_(None),
         sa.or_(*arms),
         sa.or_(t.claim_token.is_(None), t.claimed_until < now),
-    )
+    ]
+    if rules is not None:
+        conditions.append(t.rule.in_(sorted(rules)))
+    return sa.and_(*conditions)
 
 
 class AlertStore:
@@ -278,17 +285,26 @@ class AlertStore:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def pending(self, *, now: dt.datetime, reminder_cutoff: dt.datetime | None) -> list[Alert]:
+    def pending(
+        self,
+        *,
+        now: dt.datetime,
+        reminder_cutoff: dt.datetime | None,
+        rules: Collection[str] | None = None,
+    ) -> list[Alert]:
         """Alerts that owe a notification nobody is sending now, oldest first.
 
         Args:
             now: the tick's time; claims held until before it count as released.
             reminder_cutoff: open alerts last notified at or before this owe a reminder;
                 None: no reminders.
+            rules: only alerts of these rules; None: every rule.
         """
         t = sync_alerts.c
         query = (
-            sa.select(*_COLUMNS).where(_due(now, reminder_cutoff)).order_by(t.opened_at, t.alert_id)
+            sa.select(*_COLUMNS)
+            .where(_due(now, reminder_cutoff, rules))
+            .order_by(t.opened_at, t.alert_id)
         )
         return self.store._read(
             lambda conn: [_alert(row) for row in conn.execute(query).mappings()],
@@ -302,6 +318,7 @@ class AlertStore:
         until: dt.datetime,
         reminder_cutoff: dt.datetime | None,
         limit: int,
+        rules: Collection[str] | None = None,
     ) -> list[Claim]:
         """Claim up to ``limit`` due notifications for one sender, until ``until``.
 
@@ -309,12 +326,20 @@ class AlertStore:
         tick claimed (or already delivered) is not returned, so racing ticks never both send
         it. Notifications whose last attempt failed come after the others, so one that a sink
         keeps refusing cannot hold the rest back. Returns the claims in sending order.
+
+        Args:
+            now: the tick's time; claims held until before it count as released.
+            until: when this claim expires: the wall-clock time of the claim plus the longest
+                time the sender may need (another tick may take the notifications after it).
+            reminder_cutoff: as in :meth:`pending`.
+            limit: at most this many notifications.
+            rules: only notifications of these rules' alerts; None: every rule.
         """
         t = sync_alerts.c
         token = str(uuid.uuid4())
         candidates = (
             sa.select(t.alert_id)
-            .where(_due(now, reminder_cutoff))
+            .where(_due(now, reminder_cutoff, rules))
             .order_by(t.last_delivery_error.is_not(None), t.opened_at, t.alert_id)
             .limit(limit)
         )
@@ -323,7 +348,7 @@ class AlertStore:
             candidates = candidates.with_for_update(skip_locked=True)
         statement = (
             sa.update(sync_alerts)
-            .where(t.alert_id.in_(candidates.scalar_subquery()), _due(now, reminder_cutoff))
+            .where(t.alert_id.in_(candidates.scalar_subquery()), _due(now, reminder_cutoff, rules))
             .values(claim_token=token, claimed_until=until)
             .returning(*_CLAIM_COLUMNS)
         )
@@ -377,6 +402,11 @@ class AlertStore:
         others = [i for i, kind in delivered if kind != "resolved"]
 
         def tx(conn: sa.Connection) -> set[str]:
+            if conn.dialect.name == "postgresql":
+                # One commit per sent notification: do not wait for the WAL flush. A database
+                # crash may then lose the last marks (those notifications are sent again: at
+                # least once still holds); a crash of the tick loses nothing committed.
+                conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
             marked: set[str] = set()
             for ids, extra in ((others, {}), (resolved, {"resolution_notified_at": now})):
                 for chunk in _chunks(ids):
@@ -428,6 +458,28 @@ class AlertStore:
                     )
 
         self.store._write(tx, "release failed notifications")
+
+    def release(self, token: str, alert_ids: Sequence[str]) -> None:
+        """Give claimed notifications back unsent: due again at once, for any tick.
+
+        What an earlier attempt recorded (the kind, the sinks that accepted it, its error) is
+        kept, so the next attempt still skips those sinks.
+
+        Args:
+            token: the claim token of :meth:`claim_due`.
+            alert_ids: the alerts whose notifications were not sent.
+        """
+        t = sync_alerts.c
+
+        def tx(conn: sa.Connection) -> None:
+            for chunk in _chunks(alert_ids):
+                conn.execute(
+                    sa.update(sync_alerts)
+                    .where(t.alert_id.in_(chunk), t.claim_token == token)
+                    .values(claim_token=None, claimed_until=None)
+                )
+
+        self.store._write(tx, "release unsent notifications")
 
 
 def _insert_new(

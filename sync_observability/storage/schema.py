@@ -106,7 +106,13 @@ sync_state = sa.Table(
     sa.Column(
         "updated_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()
     ),
+    # Issue 6: when the watermark (time or cursor) last changed, and how many successful syncs
+    # have finished since without changing it; the "not moving" rule reads both. Kept by the
+    # finish UPDATE itself, in SQL.
+    sa.Column("watermark_advanced_at", UTCDateTime()),
+    sa.Column("syncs_since_advance", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint(_in("last_sync_status", SYNC_STATUSES), name="last_sync_status"),
+    sa.CheckConstraint("syncs_since_advance >= 0", name="syncs_since_advance"),
     sa.CheckConstraint("records_synced >= 0", name="records_synced"),
     sa.CheckConstraint("records_created >= 0", name="records_created"),
     sa.CheckConstraint("records_updated >= 0", name="records_updated"),
@@ -358,3 +364,39 @@ operation_log = sa.Table(
 sa.Index("ix_operation_log_category_time", operation_log.c.category, operation_log.c.event_time)
 sa.Index("ix_operation_log_resource_time", operation_log.c.resource, operation_log.c.event_time)
 sa.Index("ix_operation_log_sync_id", operation_log.c.sync_id)
+
+
+# -- watermark_changes (issue 6) -------------------------------------------------------------
+
+WATERMARK_CHANGE_KINDS = ("advance", "set", "rewind", "refused")
+
+# Every change of a resource's watermark, and every refused one: written in the transaction
+# that made (or refused) the change. sync_id is NULL for manual changes, which carry who and why.
+watermark_changes = sa.Table(
+    "watermark_changes",
+    metadata,
+    sa.Column(
+        "change_id", sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite"), primary_key=True
+    ),
+    sa.Column("resource", sa.String(MAX_NAME_LENGTH), nullable=False),
+    # No foreign key to sync_history: retention moves history rows to the archive.
+    sa.Column("sync_id", sa.String(36)),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("watermark_before", UTCDateTime()),
+    sa.Column("watermark_after", UTCDateTime()),
+    sa.Column("cursor_before", JSONType),
+    sa.Column("cursor_after", JSONType),
+    sa.Column("changed_at", UTCDateTime(), nullable=False),
+    sa.Column("changed_by", sa.String(MAX_NAME_LENGTH)),
+    # Why: the operator's reason for a manual change, the refusal's code and message otherwise.
+    sa.Column("reason", sa.Text),
+    sa.CheckConstraint(_in("kind", WATERMARK_CHANGE_KINDS), name="kind"),
+)
+
+# `watermark show`: one resource's recent changes; rewinds look up the changes of one sync.
+sa.Index(
+    "ix_watermark_changes_resource_time",
+    watermark_changes.c.resource,
+    watermark_changes.c.changed_at,
+)
+sa.Index("ix_watermark_changes_sync_id", watermark_changes.c.sync_id)

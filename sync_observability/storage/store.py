@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import getpass
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,9 +18,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sync_observability.errors import (
+    InvalidInputError,
     SyncAlreadyRunningError,
     SyncNotRunningError,
     SyncStateError,
+    WatermarkAheadError,
+    WatermarkBusyError,
+    WatermarkConflictError,
+    WatermarkError,
+    WatermarkRewindError,
 )
 from sync_observability.storage import migrate
 from sync_observability.storage.engine import (
@@ -28,9 +35,20 @@ from sync_observability.storage.engine import (
     redact,
     run_with_retries,
 )
-from sync_observability.storage.schema import JSONType, UTCDateTime, sync_history, sync_state
+from sync_observability.storage.schema import (
+    JSONType,
+    UTCDateTime,
+    sync_history,
+    sync_state,
+    watermark_changes,
+)
+from sync_observability.validation import check_aware, check_json, check_name
 
 T = TypeVar("T")
+
+DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
+"""How far past now a watermark may be set: clock skew between workers, no more."""
+MAX_REASON_LENGTH = 2000
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,6 +74,8 @@ class SyncState:
     dagster_run_id: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    watermark_advanced_at: dt.datetime | None = None
+    syncs_since_advance: int = 0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -104,6 +124,40 @@ class SyncOutcome:
     cursor_after: Any = None
     cursor_advanced: bool = False
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    allow_rewind: bool = False
+    count_failure: bool = True
+    refused: Sequence[RefusedChange] = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RefusedChange:
+    """A watermark the sync proposed and was refused (kept in ``watermark_changes``)."""
+
+    reason: str
+    watermark_after: dt.datetime | None = None
+    cursor_after: Any = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WatermarkChange:
+    """One row of ``watermark_changes``: a change of a resource's watermark, or a refused one.
+
+    ``kind`` is ``advance`` (a successful sync moved it), ``set`` or ``rewind`` (a manual
+    change; ``rewind`` when it moved backwards) or ``refused``. ``sync_id`` is None for manual
+    changes, which carry ``changed_by`` and ``reason``.
+    """
+
+    change_id: int
+    resource: str
+    sync_id: str | None
+    kind: str
+    watermark_before: dt.datetime | None
+    watermark_after: dt.datetime | None
+    cursor_before: Any
+    cursor_after: Any
+    changed_at: dt.datetime
+    changed_by: str | None
+    reason: str | None
 
 
 # The hot path's statements, built once. SQLAlchemy 2.0 cannot cache its dialect-specific
@@ -177,11 +231,40 @@ _FINISH_HISTORY = (
         duration_ms=sa.bindparam("p_duration_ms"),
         metadata=sa.bindparam("p_metadata"),
     )
-    .returning(sync_history.c.sync_id)
+    # What the sync started from: the compare-and-swap of the state update checks against it.
+    .returning(
+        sync_history.c.sync_id, sync_history.c.watermark_before, sync_history.c.cursor_before
+    )
+)
+# A successful finish whose default watermark (its start time) would move backwards keeps the
+# watermark in place instead; history says so too (rare: only after an advance ahead of time).
+_FIX_HISTORY_WATERMARK = (
+    sa.update(sync_history)
+    .where(sync_history.c.sync_id == sa.bindparam("p_sync_id"))
+    .values(watermark_after=sa.bindparam("p_watermark_after"))
+)
+_INSERT_CHANGE = sa.insert(watermark_changes).values(
+    resource=sa.bindparam("resource"),
+    sync_id=sa.bindparam("sync_id"),
+    kind=sa.bindparam("kind"),
+    watermark_before=sa.bindparam("watermark_before"),
+    watermark_after=sa.bindparam("watermark_after"),
+    cursor_before=sa.bindparam("cursor_before"),
+    cursor_after=sa.bindparam("cursor_after"),
+    changed_at=sa.bindparam("changed_at"),
+    changed_by=sa.bindparam("changed_by"),
+    reason=sa.bindparam("reason"),
 )
 
 
-def _finish_state(success: bool, cursor_advanced: bool) -> sa.Update:
+def _same_json(dialect: str, column: Any, value: Any) -> Any:
+    """NULL-safe JSON equality: jsonb compares by value; SQLite's json() canonicalises text."""
+    if dialect == "postgresql":
+        return column.is_not_distinct_from(value)
+    return sa.func.json(column).is_not_distinct_from(sa.func.json(value))
+
+
+def _finish_state(dialect: str, success: bool, cursor_advanced: bool, count: bool) -> sa.Update:
     values: dict[str, Any] = {
         "last_sync_status": sa.bindparam("p_status"),
         "records_synced": sa.bindparam("p_processed"),
@@ -192,35 +275,56 @@ def _finish_state(success: bool, cursor_advanced: bool) -> sa.Update:
         "duration_ms": sa.bindparam("p_duration_ms"),
         "updated_at": sa.bindparam("p_ended_at"),
     }
+    guard = [
+        sync_state.c.resource == sa.bindparam("p_resource"),
+        sync_state.c.current_sync_id == sa.bindparam("p_sync_id"),
+        sync_state.c.last_sync_status == "running",
+    ]
     if success:
+        moved = sa.bindparam("p_moved", type_=sa.Boolean())
         values |= {
             "last_sync_time": sa.bindparam("p_watermark_after"),
             "consecutive_failures": 0,
             "last_success_at": sa.bindparam("p_ended_at"),
+            "watermark_advanced_at": sa.case(
+                (moved, sa.bindparam("p_ended_at")), else_=sync_state.c.watermark_advanced_at
+            ),
+            "syncs_since_advance": sa.case((moved, 0), else_=sync_state.c.syncs_since_advance + 1),
         }
         if cursor_advanced:
             values["cursor"] = sa.bindparam("p_cursor_after")
-    else:
+        # Compare-and-swap: the watermark must still be the one this sync started from.
+        guard += [
+            sync_state.c.last_sync_time.is_not_distinct_from(
+                sa.bindparam("p_watermark_before", type_=UTCDateTime())
+            ),
+            _same_json(
+                dialect, sync_state.c.cursor, sa.bindparam("p_cursor_before", type_=JSONType)
+            ),
+        ]
+    elif count:
         values["consecutive_failures"] = sync_state.c.consecutive_failures + 1
-    return (
-        sa.update(sync_state)
-        .where(
-            sync_state.c.resource == sa.bindparam("p_resource"),
-            sync_state.c.current_sync_id == sa.bindparam("p_sync_id"),
-            sync_state.c.last_sync_status == "running",
-        )
-        .values(values)
-        .returning(sync_state.c.resource)
-    )
+    return sa.update(sync_state).where(*guard).values(values).returning(sync_state.c.resource)
 
 
-# One state UPDATE per outcome shape: (success, cursor advanced).
-_FINISH_STATE = {
-    (success, cursor): _finish_state(success, cursor)
-    for success in (True, False)
-    for cursor in (True, False)
-    if success or not cursor
-}
+def _finish_statements(dialect: str) -> dict[tuple[bool, bool, bool], sa.Update]:
+    """One state UPDATE per outcome shape: (success, cursor advanced, failure counted)."""
+    return {
+        (success, cursor, count): _finish_state(dialect, success, cursor, count)
+        for success in (True, False)
+        for cursor in (True, False)
+        for count in (True, False)
+        if (success and count) or not (success or cursor)
+    }
+
+
+class _Refused(Exception):
+    """Raised inside a transaction to roll it back before a refusal is recorded."""
+
+    def __init__(self, error: WatermarkError | WatermarkBusyError, change: dict[str, Any]):
+        super().__init__(str(error))
+        self.error = error
+        self.change = change
 
 
 def _duration_ms(start: dt.datetime, end: dt.datetime) -> int:
@@ -258,6 +362,7 @@ class SyncStore:
             self._insert: Callable[..., Any] = postgresql.insert
         else:
             self._insert = sqlite.insert
+        self._finish_state = _finish_statements(engine.dialect.name)
         if auto_migrate:
             self._retry(lambda: migrate.ensure_schema(engine, schema), "migrate")
 
@@ -398,13 +503,27 @@ class SyncStore:
         return self._write(tx, f"start sync of resource {resource!r}")
 
     def finish_sync(
-        self, *, sync_id: str, resource: str, started_at: dt.datetime, outcome: SyncOutcome
+        self,
+        *,
+        sync_id: str,
+        resource: str,
+        started_at: dt.datetime,
+        outcome: SyncOutcome,
+        max_ahead: dt.timedelta | None = DEFAULT_MAX_AHEAD,
     ) -> None:
         """Record a sync's end (success or failed) in history and state, in one transaction.
 
-        On success the watermark moves to ``outcome.watermark_after`` and consecutive failures
-        reset; on failure the watermark stays and ``consecutive_failures`` grows by one. Raises
-        :class:`SyncNotRunningError` when the sync was reaped or finished elsewhere meanwhile.
+        On success the watermark moves to ``outcome.watermark_after`` (default: the start time,
+        never backwards) and consecutive failures reset; the move is kept in
+        ``watermark_changes``. On failure the watermark stays and ``consecutive_failures`` grows
+        by one (unless ``outcome.count_failure`` is False: an attempt that will be retried).
+
+        A success is turned into a failure, recorded with the error's code and a ``refused``
+        row in ``watermark_changes``, when its watermark moves backwards without
+        ``outcome.allow_rewind`` (:class:`WatermarkRewindError`), lies beyond ``ended_at +
+        max_ahead`` (:class:`WatermarkAheadError`), or the state's watermark is no longer the
+        one the sync started from (:class:`WatermarkConflictError`); that error is then raised.
+        Raises :class:`SyncNotRunningError` when the sync was reaped or finished elsewhere.
         """
         if outcome.status not in ("success", "failed"):
             raise ValueError(f"finish status must be success or failed, not {outcome.status!r}")
@@ -428,20 +547,144 @@ class SyncStore:
             "p_duration_ms": _duration_ms(started_at, ended_at),
             "p_metadata": outcome.metadata,
         }
-        finish_state = _FINISH_STATE[(success, cursor_advanced)]
+        finish_state = self._finish_state[
+            (success, cursor_advanced, success or outcome.count_failure)
+        ]
 
         def tx(conn: sa.Connection) -> None:
-            if conn.execute(_FINISH_HISTORY, params).one_or_none() is None:
+            row = conn.execute(_FINISH_HISTORY, params).one_or_none()
+            if row is None:
                 self._refuse_finish(conn, sync_id, resource, outcome.status, ended_at)
                 return
-            if conn.execute(finish_state, params).one_or_none() is None:
+            changes = [
+                _change(
+                    resource,
+                    sync_id,
+                    "refused",
+                    row,
+                    r.watermark_after,
+                    r.cursor_after,
+                    ended_at,
+                    reason=r.reason,
+                )
+                for r in outcome.refused
+            ]
+            state_params = params
+            if success:
+                after = params["p_watermark_after"]
+                if outcome.watermark_after is None and _later(row.watermark_before, after):
+                    # The default never moves a watermark (advanced ahead of time) backwards.
+                    after = row.watermark_before
+                    conn.execute(_FIX_HISTORY_WATERMARK, params | {"p_watermark_after": after})
+                cursor_after = params["p_cursor_after"] if cursor_advanced else row.cursor_before
+                time_moved = after != row.watermark_before
+                moved = time_moved or (cursor_advanced and cursor_after != row.cursor_before)
+                change = _change(resource, sync_id, "advance", row, after, cursor_after, ended_at)
+                refusal = self._check_move(
+                    resource,
+                    row,
+                    after,
+                    cursor_after,
+                    time_moved,
+                    outcome.allow_rewind,
+                    cursor_advanced,
+                    ended_at,
+                    max_ahead,
+                )
+                if refusal is not None:
+                    raise _Refused(refusal, change)
+                state_params = params | {
+                    "p_watermark_after": after,
+                    "p_watermark_before": row.watermark_before,
+                    "p_cursor_before": row.cursor_before,
+                    "p_moved": moved,
+                }
+                if moved:
+                    changes.append(change)
+            if conn.execute(finish_state, state_params).one_or_none() is None:
+                held = conn.execute(
+                    sa.select(
+                        sync_state.c.current_sync_id,
+                        sync_state.c.last_sync_status,
+                        sync_state.c.last_sync_time,
+                        sync_state.c.cursor,
+                    ).where(sync_state.c.resource == resource)
+                ).one_or_none()
+                ours = (
+                    held is not None
+                    and held.current_sync_id == sync_id
+                    and held.last_sync_status == "running"
+                )
+                if success and ours:
+                    raise _Refused(_conflict(resource, row, held, change), change)
                 # History said running but the state moved on: never half-write.
                 raise SyncStateError(
                     f"sync_state of resource {resource!r} no longer belongs to sync {sync_id}; "
                     "nothing was recorded"
                 )
+            if changes:
+                conn.execute(_INSERT_CHANGE, changes)
 
-        self._write(tx, f"finish sync {sync_id} of resource {resource!r}")
+        what = f"finish sync {sync_id} of resource {resource!r}"
+        try:
+            self._write(tx, what)
+        except _Refused as refused:
+            self._finish_refused(sync_id, resource, started_at, outcome, refused)
+            raise refused.error from None
+
+    def _check_move(
+        self,
+        resource: str,
+        before: Any,
+        after: dt.datetime,
+        cursor_after: Any,
+        time_moved: bool,
+        allow_rewind: bool,
+        cursor_advanced: bool,
+        now: dt.datetime,
+        max_ahead: dt.timedelta | None,
+    ) -> WatermarkError | None:
+        """The refusal of a sync's proposed watermark, None when it may be written."""
+        if not allow_rewind:
+            if _later(before.watermark_before, after):
+                return WatermarkRewindError(resource, before.watermark_before, after)
+            if cursor_advanced and cursor_is_rewind(before.cursor_before, cursor_after):
+                return WatermarkRewindError(resource, before.cursor_before, cursor_after)
+        if time_moved and max_ahead is not None and after > now + max_ahead:
+            return WatermarkAheadError(resource, before.watermark_before, after, now + max_ahead)
+        return None
+
+    def _finish_refused(
+        self,
+        sync_id: str,
+        resource: str,
+        started_at: dt.datetime,
+        outcome: SyncOutcome,
+        refused: _Refused,
+    ) -> None:
+        """Finish the sync failed with the refusal's error, and keep the refused change."""
+        error = refused.error
+        code = getattr(error, "code", type(error).__name__)
+        entry = {"code": code, "message": str(error), "timestamp": outcome.ended_at.isoformat()}
+        failed = dataclasses.replace(
+            outcome,
+            status="failed",
+            errors=[*outcome.errors, entry],
+            error_message=f"{code}: {error}",
+            watermark_after=None,
+            cursor_after=None,
+            cursor_advanced=False,
+            count_failure=True,
+            refused=[
+                *outcome.refused,
+                RefusedChange(
+                    reason=f"{code}: {error}",
+                    watermark_after=refused.change["watermark_after"],
+                    cursor_after=refused.change["cursor_after"],
+                ),
+            ],
+        )
+        self.finish_sync(sync_id=sync_id, resource=resource, started_at=started_at, outcome=failed)
 
     def _refuse_finish(
         self, conn: sa.Connection, sync_id: str, resource: str, status: str, ended_at: dt.datetime
@@ -522,6 +765,266 @@ class SyncStore:
 
         return self._write(tx, f"reap sync {sync_id}")
 
+    # -- manual watermark changes ----------------------------------------------------------
+
+    def set_watermark(
+        self,
+        resource: str,
+        value: Any,
+        *,
+        reason: str,
+        changed_by: str | None = None,
+        allow_rewind: bool = False,
+        max_ahead: dt.timedelta | None = DEFAULT_MAX_AHEAD,
+        now: dt.datetime | None = None,
+    ) -> WatermarkChange:
+        """Set a resource's watermark by hand; the change is kept with who made it and why.
+
+        A ``datetime`` sets the time watermark (``last_sync_time``); any other JSON value sets
+        the ``cursor``. The next sync starts from it. A resource that never synced gets a
+        ``never_run`` state row holding it.
+
+        Args:
+            resource: the resource whose watermark to set.
+            value: the new watermark (a timezone-aware datetime) or cursor (JSON, not None).
+            reason: why, for the audit trail (required).
+            changed_by: who; default the OS user running this process.
+            allow_rewind: allow a value older than the current one (kind ``rewind``).
+            max_ahead: refuse a time watermark beyond ``now + max_ahead``; None: no limit.
+            now: the time of the change (default: now).
+
+        Raises:
+            WatermarkBusyError: a sync of the resource is running.
+            WatermarkRewindError: the value is older than the current one, without allow_rewind.
+            WatermarkAheadError: the value is beyond now + max_ahead.
+            WatermarkConflictError: the watermark changed while this change was being made.
+            InvalidInputError: a naive datetime, a non-JSON or None cursor, an empty reason.
+
+        A refusal is kept in ``watermark_changes`` (kind ``refused``) and nothing else changes.
+        """
+        check_name("resource", resource)
+        if isinstance(value, dt.datetime):
+            time_value: dt.datetime | None = check_aware("value", value)
+            cursor_value: Any = None
+        else:
+            check_json("value", value)
+            if value is None:
+                raise InvalidInputError("value", value, "must be a datetime or a JSON cursor")
+            time_value, cursor_value = None, value
+        return self._change_watermark(
+            resource,
+            time_value,
+            cursor_value,
+            set_time=time_value is not None,
+            set_cursor=time_value is None,
+            kind=None,
+            allow_rewind=allow_rewind,
+            reason=reason,
+            changed_by=changed_by,
+            max_ahead=max_ahead,
+            now=now,
+        )
+
+    def rewind_to_sync(
+        self,
+        resource: str,
+        sync_id: str,
+        *,
+        reason: str,
+        changed_by: str | None = None,
+        max_ahead: dt.timedelta | None = DEFAULT_MAX_AHEAD,
+        now: dt.datetime | None = None,
+    ) -> WatermarkChange:
+        """Put a resource's watermark back to what a successful sync left it at.
+
+        The time watermark becomes that sync's ``watermark_after`` and the cursor its
+        ``cursor_after`` (or, when it did not advance the cursor, the cursor it started from).
+        The change is kept in ``watermark_changes`` (kind ``rewind``) with who and why; the
+        next sync starts from it. Same refusals as :meth:`set_watermark`, except that moving
+        backwards is the point and always allowed.
+
+        Raises:
+            InvalidInputError: ``sync_id`` is not a successful sync of ``resource``.
+        """
+        check_name("resource", resource)
+        target = self.get_sync(sync_id)
+        if target is None or target.resource != resource:
+            raise InvalidInputError("sync_id", sync_id, f"is not a sync of resource {resource!r}")
+        if target.sync_status != "success" or target.watermark_after is None:
+            raise InvalidInputError(
+                "sync_id",
+                sync_id,
+                f"is a {target.sync_status} sync; only a successful sync left a watermark",
+            )
+        cursor = target.cursor_after if target.cursor_after is not None else target.cursor_before
+        return self._change_watermark(
+            resource,
+            target.watermark_after,
+            cursor,
+            set_time=True,
+            set_cursor=True,
+            kind="rewind",
+            allow_rewind=True,
+            reason=reason,
+            changed_by=changed_by,
+            max_ahead=max_ahead,
+            now=now,
+        )
+
+    def _change_watermark(
+        self,
+        resource: str,
+        time_value: dt.datetime | None,
+        cursor_value: Any,
+        *,
+        set_time: bool,
+        set_cursor: bool,
+        kind: str | None,
+        allow_rewind: bool,
+        reason: str,
+        changed_by: str | None,
+        max_ahead: dt.timedelta | None,
+        now: dt.datetime | None,
+    ) -> WatermarkChange:
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInputError("reason", reason, "give a reason for the audit trail")
+        if len(reason) > MAX_REASON_LENGTH:
+            raise InvalidInputError("reason", reason, f"is over {MAX_REASON_LENGTH} characters")
+        changed_by = check_name("changed_by", _os_user() if changed_by is None else changed_by)
+        now = check_aware("now", now) if now is not None else _utcnow()
+
+        def tx(conn: sa.Connection) -> dict[str, Any]:
+            held = conn.execute(
+                sa.select(
+                    sync_state.c.last_sync_status,
+                    sync_state.c.current_sync_id,
+                    sync_state.c.last_sync_time,
+                    sync_state.c.cursor,
+                ).where(sync_state.c.resource == resource)
+            ).one_or_none()
+            before_time = held.last_sync_time if held is not None else None
+            before_cursor = held.cursor if held is not None else None
+            after_time = time_value if set_time else before_time
+            after_cursor = cursor_value if set_cursor else before_cursor
+            change = {
+                "resource": resource,
+                "sync_id": None,
+                "kind": kind,
+                "watermark_before": before_time,
+                "watermark_after": after_time,
+                "cursor_before": before_cursor,
+                "cursor_after": after_cursor,
+                "changed_at": now,
+                "changed_by": changed_by,
+                "reason": reason,
+            }
+            if held is not None and held.last_sync_status == "running":
+                raise _Refused(WatermarkBusyError(resource, held.current_sync_id), change)
+            backwards = _later(before_time, after_time) or (
+                set_cursor and cursor_is_rewind(before_cursor, after_cursor)
+            )
+            if backwards and not allow_rewind:
+                shown = (before_time, after_time) if set_time else (before_cursor, after_cursor)
+                raise _Refused(WatermarkRewindError(resource, *shown), change)
+            if (
+                set_time
+                and max_ahead is not None
+                and after_time is not None
+                and after_time > now + max_ahead
+            ):
+                raise _Refused(
+                    WatermarkAheadError(resource, before_time, after_time, now + max_ahead), change
+                )
+            change["kind"] = kind or ("rewind" if backwards else "set")
+            values = {
+                "last_sync_time": after_time,
+                "cursor": after_cursor,
+                "watermark_advanced_at": now,
+                "syncs_since_advance": 0,
+                "updated_at": now,
+            }
+            if held is None:
+                inserted = conn.execute(
+                    self._insert(sync_state)
+                    .values(
+                        resource=resource, last_sync_status="never_run", created_at=now, **values
+                    )
+                    .on_conflict_do_nothing(index_elements=["resource"])
+                    .returning(sync_state.c.resource)
+                ).one_or_none()
+                done = inserted is not None
+            else:
+                done = (
+                    conn.execute(
+                        sa.update(sync_state)
+                        .where(
+                            sync_state.c.resource == resource,
+                            sync_state.c.last_sync_status != "running",
+                            sync_state.c.last_sync_time.is_not_distinct_from(
+                                sa.bindparam("p_before_time", before_time, type_=UTCDateTime())
+                            ),
+                            _same_json(
+                                self.dialect,
+                                sync_state.c.cursor,
+                                sa.bindparam("p_before_cursor", before_cursor, type_=JSONType),
+                            ),
+                        )
+                        .values(values)
+                        .returning(sync_state.c.resource)
+                    ).one_or_none()
+                    is not None
+                )
+            if not done:  # a sync started or the watermark changed since we read it
+                now_held = conn.execute(
+                    sa.select(
+                        sync_state.c.last_sync_status,
+                        sync_state.c.current_sync_id,
+                        sync_state.c.last_sync_time,
+                        sync_state.c.cursor,
+                    ).where(sync_state.c.resource == resource)
+                ).one()
+                if now_held.last_sync_status == "running":
+                    raise _Refused(WatermarkBusyError(resource, now_held.current_sync_id), change)
+                current = now_held.last_sync_time if set_time else now_held.cursor
+                expected = before_time if set_time else before_cursor
+                proposed = after_time if set_time else after_cursor
+                raise _Refused(
+                    WatermarkConflictError(resource, current, proposed, expected), change
+                )
+            change_id = conn.execute(
+                _INSERT_CHANGE.returning(watermark_changes.c.change_id), change
+            ).scalar_one()
+            return change | {"change_id": change_id}
+
+        try:
+            written = self._write(tx, f"set the watermark of resource {resource!r}")
+        except _Refused as refused:
+            self._record_refusal(refused)
+            raise refused.error from None
+        return WatermarkChange(**written)
+
+    def _record_refusal(self, refused: _Refused) -> None:
+        code = getattr(refused.error, "code", type(refused.error).__name__)
+        change = refused.change | {
+            "kind": "refused",
+            "reason": f"{code}: {refused.error}"
+            + (f" (reason given: {refused.change['reason']})" if refused.change["reason"] else ""),
+        }
+        self._write(lambda conn: conn.execute(_INSERT_CHANGE, change), "record a refused change")
+
+    def watermark_changes(
+        self, resource: str | None = None, *, limit: int | None = 50
+    ) -> list[WatermarkChange]:
+        """Changes of watermarks (and refused ones), newest first; one resource's or all."""
+        query = sa.select(watermark_changes).order_by(
+            watermark_changes.c.changed_at.desc(), watermark_changes.c.change_id.desc()
+        )
+        if resource is not None:
+            query = query.where(watermark_changes.c.resource == resource)
+        if limit is not None:
+            query = query.limit(limit)
+        return self._read(lambda conn: _all(conn, query, WatermarkChange), "list watermark changes")
+
     # -- reads -----------------------------------------------------------------------------
 
     def get_state(self, resource: str) -> SyncState | None:
@@ -568,6 +1071,70 @@ class SyncStore:
         return self._read(lambda conn: _all(conn, query, SyncRecord), "list history")
 
 
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
+
+
+def _later(a: dt.datetime | None, b: dt.datetime | None) -> bool:
+    """Whether ``a`` is later than ``b`` (False when either is missing)."""
+    return a is not None and b is not None and a > b
+
+
+def cursor_is_rewind(current: Any, proposed: Any) -> bool:
+    """Whether a cursor moves backwards; only numbers and strings have an order to check."""
+    numbers = (int, float)
+    if isinstance(current, bool) or isinstance(proposed, bool):
+        return False
+    if isinstance(current, numbers) and isinstance(proposed, numbers):
+        return proposed < current
+    if isinstance(current, str) and isinstance(proposed, str):
+        return proposed < current
+    return False
+
+
+def _change(
+    resource: str,
+    sync_id: str,
+    kind: str,
+    before: Any,
+    watermark_after: dt.datetime | None,
+    cursor_after: Any,
+    changed_at: dt.datetime,
+    *,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """A ``watermark_changes`` row made by a sync (``before`` holds what it started from)."""
+    return {
+        "resource": resource,
+        "sync_id": sync_id,
+        "kind": kind,
+        "watermark_before": before.watermark_before,
+        "watermark_after": watermark_after,
+        "cursor_before": before.cursor_before,
+        "cursor_after": cursor_after,
+        "changed_at": changed_at,
+        "changed_by": None,
+        "reason": reason,
+    }
+
+
+def _conflict(resource: str, before: Any, held: Any, change: dict[str, Any]) -> WatermarkError:
+    if held.last_sync_time != before.watermark_before:
+        return WatermarkConflictError(
+            resource, held.last_sync_time, change["watermark_after"], before.watermark_before
+        )
+    return WatermarkConflictError(
+        resource, held.cursor, change["cursor_after"], before.cursor_before
+    )
+
+
 def _one(conn: sa.Connection, query: sa.Select[Any], record: type[T]) -> T | None:
     row = conn.execute(query).mappings().one_or_none()
     return None if row is None else record(**row)
@@ -577,4 +1144,13 @@ def _all(conn: sa.Connection, query: sa.Select[Any], record: type[T]) -> list[T]
     return [record(**row) for row in conn.execute(query).mappings()]
 
 
-__all__: Sequence[str] = ("SyncOutcome", "SyncRecord", "SyncState", "SyncStore")
+__all__: Sequence[str] = (
+    "DEFAULT_MAX_AHEAD",
+    "RefusedChange",
+    "SyncOutcome",
+    "SyncRecord",
+    "SyncState",
+    "SyncStore",
+    "WatermarkChange",
+    "cursor_is_rewind",
+)

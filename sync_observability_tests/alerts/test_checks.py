@@ -8,7 +8,9 @@ import dagster as dg
 import pytest
 
 from sync_observability import SyncTracker
+from sync_observability.alerting import SyncAlerting
 from sync_observability.checks import CHECK_NAME, make_sync_health_checks
+from sync_observability.definitions import sync_observability_definitions
 from sync_observability_tests.alerts.dagster_helpers import fail, past_sync, utcnow
 from sync_observability_tests.conftest import Backend
 
@@ -144,3 +146,67 @@ def test_one_check_per_asset_whatever_form_it_is_given_in() -> None:
         resources={"sync_tracker": SyncTracker(database_url="sqlite:///:memory:")},
     )
     dg.Definitions.validate_loadable(defs)
+
+
+def _checks_only(
+    instance: dg.DagsterInstance,
+    tracker: SyncTracker,
+    checks: list[dg.AssetChecksDefinition],
+) -> dg.AssetCheckEvaluation:
+    result = dg.materialize(
+        [orders, *checks],
+        instance=instance,
+        resources={"sync_tracker": tracker},
+        run_config=QUIET,
+        selection=dg.AssetSelection.checks_for_assets(orders),
+        raise_on_error=False,
+    )
+    return _evaluation(result)
+
+
+def test_the_alerting_resources_overrides_and_mutes_apply(
+    backend: Backend, tracker: SyncTracker, instance: dg.DagsterInstance
+) -> None:
+    fail(tracker, "crm/orders")
+
+    def check(alerting: SyncAlerting, **thresholds: float) -> dg.AssetCheckEvaluation:
+        checks = make_sync_health_checks([orders], alerting=alerting, **thresholds)
+        return _checks_only(instance, tracker, checks)
+
+    assert check(SyncAlerting()).passed  # one failure, three by default
+    pattern = {"crm/*": {"consecutive_failures": 1}}
+    strict = check(SyncAlerting(overrides=pattern))
+    assert not strict.passed and strict.severity == dg.AssetCheckSeverity.ERROR
+    # As for the sensors, an exact name beats a pattern, and an override beats the defaults
+    # (including thresholds given to the factory).
+    exact = {**pattern, "crm/orders": {"consecutive_failures": 2}}
+    assert check(SyncAlerting(overrides=exact)).passed
+    assert not check(SyncAlerting(overrides=pattern), consecutive_failures_threshold=5).passed
+    assert not check(SyncAlerting(), consecutive_failures_threshold=1).passed
+    muted = check(SyncAlerting(consecutive_failures_threshold=1, muted=["crm/*"]))
+    assert muted.passed and muted.metadata["muted"].value is True
+
+
+def test_a_per_resource_staleness_override_applies(
+    backend: Backend, tracker: SyncTracker, instance: dg.DagsterInstance
+) -> None:
+    past_sync(tracker.store, "crm/orders", started_at=utcnow() - dt.timedelta(hours=30))
+    lenient = SyncAlerting(overrides={"crm/orders": {"stale_after_hours": 48}})
+    [check] = make_sync_health_checks([orders], alerting=lenient)
+    [spec] = check.check_specs
+    assert "for 48 h" in (spec.description or "")
+    assert _checks_only(instance, tracker, [check]).passed
+    assert not _checks_only(instance, tracker, make_sync_health_checks([orders])).passed
+
+
+def test_the_definitions_checks_follow_the_alerting_overrides(
+    backend: Backend, tracker: SyncTracker, instance: dg.DagsterInstance
+) -> None:
+    fail(tracker, "crm/orders")
+    defs = sync_observability_definitions(
+        tracker=tracker,
+        alerting=SyncAlerting(overrides={"crm/orders": {"consecutive_failures": 1}}),
+        assets_to_check=[orders],
+        sensors=False,
+    )
+    assert not _checks_only(instance, tracker, list(defs.asset_checks)).passed

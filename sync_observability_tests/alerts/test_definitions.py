@@ -21,6 +21,7 @@ SENSOR_NAMES = {
     "sync_stale_watermarks_sensor",
     "sync_slow_syncs_sensor",
     "sync_volume_anomalies_sensor",
+    "sync_watermark_not_moving_sensor",
 }
 
 

@@ -629,3 +629,157 @@ def test_refresh_keeps_details_json_equal(alerts: AlertStore) -> None:
     bad = dataclasses.replace(finding, details={"x": float("nan")})
     with pytest.raises(InvalidInputError, match="details"):
         record_findings(alerts, CONSECUTIVE_FAILURES, [bad], now=NOW + 2 * MIN)
+
+
+# -- claims that outlast slow sinks, a time budget, one rule's notifications ------------------
+
+
+class TickKilled(BaseException):
+    """Stands for the tick's process dying (Dagster's sensor timeout, a kill) mid-send."""
+
+
+def test_a_slow_sink_does_not_let_a_racing_tick_send_again(
+    alerts: AlertStore, thread_stores: Callable[[], AlertStore]
+) -> None:
+    record_findings(alerts, CONSECUTIVE_FAILURES, [failures(n) for n in "abc"], now=NOW)
+    claim_for = SECOND
+    racer = thread_stores()
+    sink = RecordingSink("webhook")
+    racing: list[Any] = []
+
+    class Slow:
+        """Healthy but slow: the first send outlasts the claim; the second lets a tick race."""
+
+        name = "webhook"
+
+        def send(self, notification: Notification) -> None:
+            if not sink.sent:
+                time.sleep(1.2 * claim_for.total_seconds())
+            elif len(sink.sent) == 1:
+                # Another sensor's tick, started now (its clock is the wall clock too).
+                now = dt.datetime.now(dt.timezone.utc)
+                racing.append(
+                    deliver_pending(
+                        racer, [sink], now=now, renotify_after=None, claim_for=claim_for
+                    )
+                )
+            sink.send(notification)
+
+    start = dt.datetime.now(dt.timezone.utc)
+    report = deliver_pending(alerts, [Slow()], now=start, renotify_after=None, claim_for=claim_for)
+    assert len(racing) == 1
+    assert sorted(sink.events) == [("opened", f"consecutive_failures:{n}") for n in "abc"]
+    assert racing[0].delivered == [] and len(report.delivered) == 3
+    assert [a.notify_count for a in alerts.open_alerts()] == [1, 1, 1]
+
+
+def test_each_notification_is_marked_delivered_as_soon_as_it_is_sent(
+    alerts: AlertStore,
+) -> None:
+    record_findings(alerts, CONSECUTIVE_FAILURES, [failures(n) for n in "abc"], now=NOW)
+    sink = RecordingSink()
+
+    class DiesOnSecond:
+        name = "recorder"
+
+        def send(self, notification: Notification) -> None:
+            if len(sink.sent) == 1:
+                raise TickKilled
+            sink.send(notification)
+
+    with pytest.raises(TickKilled):
+        deliver_pending(alerts, [DiesOnSecond()], now=NOW, renotify_after=None)
+    [first] = sink.sent
+    stored = alerts.get_alert(first.alert.alert_id)
+    assert stored is not None and (stored.notify_count, stored.last_notified_at) == (1, NOW)
+
+    # A later tick, once the dead tick's claim on the one it was sending has expired (claims
+    # run on the wall clock), sends the other two only.
+    after_expiry = dt.datetime.now(dt.timezone.utc) + 10 * MIN
+    later = deliver_pending(alerts, [sink], now=after_expiry, renotify_after=None)
+    assert len(later.delivered) == 2
+    assert sorted(sink.events) == [("opened", f"consecutive_failures:{n}") for n in "abc"]
+
+
+def test_a_tick_stops_at_its_time_budget_and_the_next_sends_the_rest(
+    alerts: AlertStore,
+) -> None:
+    record_findings(alerts, CONSECUTIVE_FAILURES, [failures(n) for n in "abcde"], now=NOW)
+    sink = RecordingSink(delay=0.2)
+    budget = dt.timedelta(seconds=0.3)
+    first = deliver_pending(alerts, [sink], now=NOW, renotify_after=None, budget=budget)
+    # Each send sleeps 0.2 s, so the budget is spent after one or two of them.
+    assert 1 <= len(first.delivered) <= 2 and first.failed == []
+    assert first.out_of_time
+    # What was left is not held by a claim: any tick can send it right away.
+    left = alerts.pending(now=NOW, reminder_cutoff=None)
+    assert len(left) == 5 - len(first.delivered)
+
+    sink.delay = 0.0
+    second = deliver_pending(alerts, [sink], now=NOW + MIN, renotify_after=None)
+    assert len(second.delivered) == len(left) and not second.out_of_time
+    assert sorted(sink.events) == [("opened", f"consecutive_failures:{n}") for n in "abcde"]
+
+
+def test_every_notification_is_sent_while_its_claim_holds(
+    backend: Backend, alerts: AlertStore
+) -> None:
+    # A batch takes longer to send than its claim lasts (3 x 0.3 s against 1 s): the claims
+    # must be renewed as the tick goes, not left to run out under the notifications.
+    record_findings(alerts, CONSECUTIVE_FAILURES, [failures(n) for n in "abcd"], now=NOW)
+    claim_for = SECOND
+    engine = backend.engine()
+    left: dict[str, dt.timedelta] = {}
+
+    class Checking(RecordingSink):
+        def send(self, notification: Notification) -> None:
+            with engine.connect() as conn:
+                until = conn.execute(
+                    sa.select(sync_alerts.c.claimed_until).where(
+                        sync_alerts.c.alert_id == notification.alert.alert_id
+                    )
+                ).scalar_one()
+            left[notification.alert.resource] = until - dt.datetime.now(dt.timezone.utc)
+            super().send(notification)
+
+    sink = Checking(delay=0.3)
+    start = dt.datetime.now(dt.timezone.utc)
+    try:
+        report = deliver_pending(
+            alerts, [sink], now=start, renotify_after=None, claim_for=claim_for, batch_size=3
+        )
+    finally:
+        engine.dispose()
+    assert len(report.delivered) == 4 and report.failed == []
+    assert sorted(left) == ["a", "b", "c", "d"]
+    # Each send started with at least (nearly) half of its claim left.
+    assert all(time_left > 0.4 * claim_for for time_left in left.values()), left
+    assert all(a.notify_count == 1 for a in alerts.open_alerts())
+
+
+def test_deliveries_can_be_limited_to_some_rules(alerts: AlertStore) -> None:
+    stale = Finding(
+        rule=STALE_WATERMARK,
+        resource="accounts",
+        severity="warning",
+        message="accounts is stale",
+        since=NOW - 30 * HOUR,
+        details={},
+    )
+    record_findings(alerts, CONSECUTIVE_FAILURES, [failures()], now=NOW)
+    record_findings(alerts, STALE_WATERMARK, [stale], now=NOW)
+    stale_sink, failures_sink = RecordingSink("slack"), RecordingSink("slack")
+    only_stale = deliver_pending(
+        alerts, [stale_sink], now=NOW, renotify_after=None, rules=[STALE_WATERMARK]
+    )
+    assert stale_sink.events == [("opened", "stale_watermark:accounts")]
+    assert [n.alert.rule for n in only_stale.delivered] == [STALE_WATERMARK]
+    [pending] = alerts.pending(now=NOW, reminder_cutoff=None)
+    assert pending.rule == CONSECUTIVE_FAILURES
+    assert alerts.pending(now=NOW, reminder_cutoff=None, rules=[STALE_WATERMARK]) == []
+
+    everything = deliver_pending(alerts, [failures_sink], now=NOW, renotify_after=None)
+    assert failures_sink.events == [("opened", "consecutive_failures:accounts")]
+    assert len(everything.delivered) == 1
+    with pytest.raises(InvalidInputError, match="rules"):
+        deliver_pending(alerts, [failures_sink], now=NOW, renotify_after=None, rules="stale")
