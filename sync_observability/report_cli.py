@@ -1,0 +1,191 @@
+"""``sync-obs report NAME``: any report of :mod:`sync_observability.reports`, as a table or data.
+
+Examples:
+    .. code-block:: console
+
+        $ sync-obs report dashboard
+        $ sync-obs report failures --days 1 --json
+        $ sync-obs report cost-trends --days 90 --csv > costs.csv
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import click
+import pandas as pd
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from sync_observability.cli_support import (
+    OneLineErrorsCommand,
+    Since,
+    database_options,
+    echo_json,
+    make_console,
+    open_store,
+    when,
+)
+from sync_observability.reports import REPORTS
+
+# Values that colour a cell, whichever column they are in (health, labels, trends).
+VALUE_STYLES = {
+    "red": "bold red",
+    "yellow": "bold yellow",
+    "green": "bold green",
+    "CRITICAL": "bold red",
+    "WARNING": "bold yellow",
+    "NO_DATA": "dim",
+    "GOOD": "green",
+    "EXCELLENT": "bold green",
+    "SPIKE_DETECTED": "bold yellow",
+    "DROP_DETECTED": "bold yellow",
+    "ANOMALY_HIGH": "bold yellow",
+    "ANOMALY_LOW": "bold yellow",
+    "declining": "yellow",
+    "improving": "green",
+    "failed": "red",
+    "running": "cyan",
+    "success": "green",
+    "never_run": "yellow",
+}
+CELL_WIDTH = 60
+# Free text wraps within a width; ids, names and times never wrap (headers wrap at words).
+WRAPPING_COLUMNS = {"error_message": 40, "error_summary": 40, "error_codes": 20}
+ONE_LINE_COLUMNS = {"sync_id", "resource", "source_system", "target_system", "category"}
+SHORT_ID_COLUMNS = {"sync_id": 8}  # like a short git hash; --json has the whole id
+
+
+@click.command(cls=OneLineErrorsCommand)
+@click.argument("name", type=click.Choice(sorted(REPORTS)), metavar="NAME")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="How many days back the report looks (default: the report's own, e.g. 30 for trends).",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    type=Since(),
+    default=None,
+    help="Report as of this time instead of now: an ISO 8601 datetime (UTC if no offset) or a "
+    "duration back from now such as 24h, 7d.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of objects).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+@database_options
+def report(
+    name: str,
+    days: int | None,
+    as_of: dt.datetime | None,
+    as_json: bool,
+    as_csv: bool,
+    database_url: str | None,
+    schema: str,
+) -> None:
+    """Print the report NAME as a table (or --json, --csv).
+
+    \b
+    status            every resource's last sync with red/yellow/green health
+    dashboard         operations, success rate, duration, failures and a health score
+    failures          recent failed syncs with their errors
+    performance       duration of successful syncs by source and target system
+    daily-volume      records processed per day and source system
+    daily-operations  syncs, failures and success rate per day
+    hourly-volume     syncs per hour with spike and drop detection
+    volume-anomalies  resources syncing unusually often or rarely today (2 sigma)
+    top-errors        the most frequent failures by resource and message
+    operation-events  operational events (operation_log) by category
+    cost-trends       daily cost, executions and bytes per resource
+    quality-trends    daily data-quality scores per resource and their trend
+    """
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv cannot be used together.")
+    with open_store(database_url, schema) as store:
+        kwargs: dict[str, Any] = {"now": as_of}
+        if days is not None:
+            kwargs["days"] = days
+        frame = REPORTS[name](store, **kwargs)
+        where = store.url
+    records = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    if as_json:
+        echo_json(records)
+    elif as_csv:
+        click.echo(pd.DataFrame(records, columns=frame.columns).to_csv(index=False), nl=False)
+    else:
+        _print_table(name, days, as_of, frame, where)
+
+
+def _plain(value: Any) -> Any:
+    """A cell as plain JSON-able Python: ISO timestamps and dates, None for missing numbers."""
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def _cell(value: Any) -> Text | str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, dt.datetime):
+        return when(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    text = str(value)
+    if len(text) > CELL_WIDTH:
+        text = text[: CELL_WIDTH - 1] + "…"
+    style = VALUE_STYLES.get(text)
+    return Text(text, style=style) if style else text
+
+
+def _print_table(
+    name: str, days: int | None, as_of: dt.datetime | None, frame: pd.DataFrame, where: str
+) -> None:
+    console = make_console()
+    title = f"Report: {name}"
+    if days is not None:
+        title += f", last {days} day(s)"
+    if as_of is not None:
+        title += f", as of {when(as_of)} UTC"
+    if frame.empty:
+        console.print(f"{title}: nothing to report in {where}.")
+        return
+    table = Table(title=title, caption=where, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in frame.columns:
+        numeric = all(
+            isinstance(v, int | float) and not isinstance(v, bool)
+            for v in frame[column]
+            if v is not None
+        )
+        one_line = column in ONE_LINE_COLUMNS or any(
+            isinstance(v, dt.date) for v in frame[column] if v is not None
+        )
+        table.add_column(
+            str(column).replace("_", " "),
+            justify="right" if numeric else "left",
+            no_wrap=one_line,
+            max_width=WRAPPING_COLUMNS.get(column),
+        )
+    for row in frame.to_dict(orient="records"):
+        cells = []
+        for column, value in row.items():
+            if column in SHORT_ID_COLUMNS and isinstance(value, str):
+                value = value[: SHORT_ID_COLUMNS[column]]
+            cells.append(_cell(value))
+        table.add_row(*cells)
+    console.print(table)

@@ -1,0 +1,340 @@
+"""The reports' SQL: aggregations over ``sync_history`` (and ``operation_log``), on both engines.
+
+Each function takes a time window ``[since, until]`` on ``sync_start_time`` (``event_time`` for
+the operation log) and returns plain dicts with Python numbers: PostgreSQL's ``numeric`` sums and
+averages become ``int``/``float`` here, so a report reads the same on SQLite and PostgreSQL. The
+maths on top (health scores, labels, spikes, 2 sigma) lives in :mod:`sync_observability.reports`.
+
+Days and hours are UTC buckets rendered as text (``YYYY-MM-DD`` and ``YYYY-MM-DDTHH:00``) by
+each dialect's own function, so grouping happens in the database and only the buckets travel.
+Bucket formats are inlined as SQL literals: PostgreSQL compares a ``GROUP BY`` expression with
+the ``SELECT`` one textually, and two bound parameters would make them differ.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from sync_observability.storage.schema import operation_log, sync_history
+from sync_observability.storage.store import SyncStore
+
+# Where sync_observability.metrics stores the quality scores in sync_history.metadata.
+QUALITY_PATH = ("metrics", "data_quality")
+ERROR_SUMMARY_LENGTH = 100  # seed 004: LEFT(error_message, 100)
+
+_FORMATS = {
+    "postgresql": {"day": "'YYYY-MM-DD'", "hour": "'YYYY-MM-DD\"T\"HH24:00'"},
+    "sqlite": {"day": "'%Y-%m-%d'", "hour": "'%Y-%m-%dT%H:00'"},
+}
+
+
+def _bucket(store: SyncStore, column: sa.ColumnElement[Any], unit: str) -> sa.ColumnElement[str]:
+    """``column`` truncated to its UTC day or hour, as text."""
+    fmt = sa.literal_column(_FORMATS[store.dialect][unit])
+    if store.dialect == "postgresql":
+        return sa.func.to_char(sa.func.timezone(sa.literal_column("'UTC'"), column), fmt)
+    # SQLite stores naive UTC text (see UTCDateTime), which strftime reads as UTC.
+    return sa.func.strftime(fmt, column)
+
+
+def _score(name: str) -> sa.ColumnElement[float]:
+    """A quality score from ``sync_history.metadata``, NULL when the run did not record it."""
+    return sync_history.c["metadata"][(*QUALITY_PATH, name)].as_float()
+
+
+def _window(column: sa.ColumnElement[Any], since: dt.datetime, until: dt.datetime) -> Any:
+    return sa.and_(column >= since, column <= until)
+
+
+def _int(value: Any) -> int:
+    return 0 if value is None else int(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _rows(store: SyncStore, query: sa.Select[Any], what: str) -> list[dict[str, Any]]:
+    return store._read(lambda conn: [dict(row) for row in conn.execute(query).mappings()], what)
+
+
+def failed_syncs(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Failed syncs started in the window, newest first (seed 000, pattern 2)."""
+    h = sync_history.c
+    query = (
+        sa.select(
+            h.sync_id,
+            h.resource,
+            h.source_system,
+            h.target_system,
+            h.sync_start_time,
+            h.sync_end_time,
+            h.error_message,
+            h.errors,
+        )
+        .where(h.sync_status == "failed", _window(h.sync_start_time, since, until))
+        .order_by(h.sync_start_time.desc(), h.sync_id.desc())
+        .limit(limit)
+    )
+    return _rows(store, query, "read failed syncs")
+
+
+def performance_by_system(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Successful syncs per (source, target) with their mean and longest duration (pattern 3)."""
+    h = sync_history.c
+    query = (
+        sa.select(
+            h.source_system,
+            h.target_system,
+            sa.func.count().label("sync_count"),
+            sa.func.avg(h.duration_ms).label("avg_duration_ms"),
+            sa.func.max(h.duration_ms).label("max_duration_ms"),
+        )
+        .where(h.sync_status == "success", _window(h.sync_start_time, since, until))
+        .group_by(h.source_system, h.target_system)
+    )
+    rows = _rows(store, query, "read performance by system")
+    for row in rows:
+        row["sync_count"] = _int(row["sync_count"])
+        row["avg_duration_ms"] = _float(row["avg_duration_ms"])
+        row["max_duration_ms"] = _float(row["max_duration_ms"])
+    return rows
+
+
+def daily_volume_by_source(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Records processed by successful syncs per UTC day and source system (pattern 4)."""
+    h = sync_history.c
+    day = _bucket(store, h.sync_start_time, "day").label("day")
+    query = (
+        sa.select(
+            day,
+            h.source_system,
+            sa.func.count().label("sync_count"),
+            sa.func.sum(h.records_processed).label("total_records"),
+        )
+        .where(h.sync_status == "success", _window(h.sync_start_time, since, until))
+        .group_by(day, h.source_system)
+    )
+    rows = _rows(store, query, "read daily volume")
+    for row in rows:
+        row["sync_count"] = _int(row["sync_count"])
+        row["total_records"] = _int(row["total_records"])
+    return rows
+
+
+def window_summary(store: SyncStore, *, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
+    """Counts by status and the mean duration of the finished syncs started in the window."""
+    h = sync_history.c
+
+    def count(status: str) -> sa.ColumnElement[int]:
+        return sa.func.count().filter(h.sync_status == status)
+
+    query = sa.select(
+        sa.func.count().label("operations"),
+        count("success").label("successful"),
+        count("failed").label("failed"),
+        count("running").label("running"),
+        sa.func.avg(h.duration_ms).filter(h.sync_status != "running").label("avg_duration_ms"),
+    ).where(_window(h.sync_start_time, since, until))
+    (row,) = _rows(store, query, "read dashboard summary")
+    return {
+        "operations": _int(row["operations"]),
+        "successful": _int(row["successful"]),
+        "failed": _int(row["failed"]),
+        "running": _int(row["running"]),
+        "avg_duration_ms": _float(row["avg_duration_ms"]),
+    }
+
+
+def hourly_counts(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Syncs started and records processed per UTC hour (hours without syncs are absent)."""
+    h = sync_history.c
+    hour = _bucket(store, h.sync_start_time, "hour").label("hour")
+    query = (
+        sa.select(
+            hour,
+            sa.func.count().label("operations"),
+            sa.func.sum(h.records_processed).label("records_processed"),
+        )
+        .where(_window(h.sync_start_time, since, until))
+        .group_by(hour)
+    )
+    rows = _rows(store, query, "read hourly volume")
+    for row in rows:
+        row["operations"] = _int(row["operations"])
+        row["records_processed"] = _int(row["records_processed"])
+    return rows
+
+
+def daily_counts_by_resource(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Syncs started per resource and UTC day (days without syncs are absent)."""
+    h = sync_history.c
+    day = _bucket(store, h.sync_start_time, "day").label("day")
+    query = (
+        sa.select(h.resource, day, sa.func.count().label("operations"))
+        .where(_window(h.sync_start_time, since, until))
+        .group_by(h.resource, day)
+    )
+    rows = _rows(store, query, "read daily operations per resource")
+    for row in rows:
+        row["operations"] = _int(row["operations"])
+    return rows
+
+
+def daily_operations(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Per UTC day: syncs, failures, mean duration and records processed (seed 004)."""
+    h = sync_history.c
+    day = _bucket(store, h.sync_start_time, "day").label("day")
+    query = (
+        sa.select(
+            day,
+            sa.func.count().label("operations"),
+            sa.func.count().filter(h.sync_status == "failed").label("failed"),
+            sa.func.avg(h.duration_ms).label("avg_duration_ms"),
+            sa.func.sum(h.records_processed).label("records_processed"),
+        )
+        .where(_window(h.sync_start_time, since, until))
+        .group_by(day)
+    )
+    rows = _rows(store, query, "read daily operations")
+    for row in rows:
+        row["operations"] = _int(row["operations"])
+        row["failed"] = _int(row["failed"])
+        row["avg_duration_ms"] = _float(row["avg_duration_ms"])
+        row["records_processed"] = _int(row["records_processed"])
+    return rows
+
+
+def error_groups(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Failures grouped by resource and the first 100 characters of their message (seed 004)."""
+    h = sync_history.c
+    summary = sa.func.substr(h.error_message, 1, ERROR_SUMMARY_LENGTH).label("error_summary")
+    error_count = sa.func.count().label("error_count")
+    last = sa.func.max(h.sync_start_time).label("last_occurrence")
+    query = (
+        sa.select(
+            h.resource,
+            summary,
+            error_count,
+            sa.func.min(h.sync_start_time).label("first_occurrence"),
+            last,
+            sa.func.avg(h.duration_ms).label("avg_duration_before_failure_ms"),
+        )
+        .where(h.sync_status == "failed", _window(h.sync_start_time, since, until))
+        .group_by(h.resource, summary)
+        .order_by(error_count.desc(), last.desc(), h.resource.asc(), summary.asc().nulls_first())
+        .limit(limit)
+    )
+    rows = _rows(store, query, "read top errors")
+    for row in rows:
+        row["error_count"] = _int(row["error_count"])
+        row["avg_duration_before_failure_ms"] = _float(row["avg_duration_before_failure_ms"])
+        # MIN/MAX of a timestamp lose the column type (SQLite returns text): re-read them.
+        row["first_occurrence"] = _timestamp(row["first_occurrence"])
+        row["last_occurrence"] = _timestamp(row["last_occurrence"])
+    return rows
+
+
+def daily_quality(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Per UTC day and resource: mean quality scores of the runs that recorded one (seed 002).
+
+    The scores are those :meth:`SyncRun.record_metrics` stores under ``metadata["metrics"]
+    ["data_quality"]``: ``completeness_score``, ``accuracy_score``, ``overall_score``.
+    """
+    h = sync_history.c
+    day = _bucket(store, h.sync_start_time, "day").label("day")
+    overall = _score("overall_score")
+    completeness = _score("completeness_score")
+    accuracy = _score("accuracy_score")
+    query = (
+        sa.select(
+            day,
+            h.resource,
+            sa.func.count().label("runs"),
+            sa.func.avg(completeness).label("completeness"),
+            sa.func.avg(accuracy).label("accuracy"),
+            sa.func.avg(overall).label("overall_quality"),
+        )
+        .where(
+            _window(h.sync_start_time, since, until),
+            sa.or_(overall.is_not(None), completeness.is_not(None), accuracy.is_not(None)),
+        )
+        .group_by(day, h.resource)
+    )
+    rows = _rows(store, query, "read daily quality")
+    for row in rows:
+        row["runs"] = _int(row["runs"])
+        for key in ("completeness", "accuracy", "overall_quality"):
+            row[key] = _float(row[key])
+    return rows
+
+
+def operation_events_by_category(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Operational events per category in the window: counts, resources, syncs, first and last."""
+    log = operation_log.c
+    query = (
+        sa.select(
+            log.category,
+            sa.func.count().label("events"),
+            sa.func.count(sa.distinct(log.resource)).label("resources"),
+            sa.func.count(sa.distinct(log.sync_id)).label("syncs"),
+            sa.func.min(log.event_time).label("first_event"),
+            sa.func.max(log.event_time).label("last_event"),
+        )
+        .where(_window(log.event_time, since, until))
+        .group_by(log.category)
+    )
+    rows = _rows(store, query, "read operational events")
+    for row in rows:
+        for key in ("events", "resources", "syncs"):
+            row[key] = _int(row[key])
+        row["first_event"] = _timestamp(row["first_event"])
+        row["last_event"] = _timestamp(row["last_event"])
+    return rows
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    """An aggregate's timestamp as aware UTC (SQLite hands MIN/MAX back as naive UTC text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+__all__: Sequence[str] = (
+    "daily_counts_by_resource",
+    "daily_operations",
+    "daily_quality",
+    "daily_volume_by_source",
+    "error_groups",
+    "failed_syncs",
+    "hourly_counts",
+    "operation_events_by_category",
+    "performance_by_system",
+    "window_summary",
+)
