@@ -27,19 +27,26 @@ from sync_observability.errors import (
     SyncNotRunningError,
     SyncObservabilityError,
     SyncStateError,
+    WatermarkAheadError,
+    WatermarkBusyError,
+    WatermarkConflictError,
+    WatermarkError,
     WatermarkRewindError,
 )
+from sync_observability.retention import sync_retention_job, sync_retention_schedule
 from sync_observability.sensors import (
     make_consecutive_failures_sensor,
     make_slow_syncs_sensor,
     make_stale_watermarks_sensor,
     make_stuck_runs_sensor,
     make_volume_anomalies_sensor,
+    make_watermark_not_moving_sensor,
     sync_consecutive_failures_sensor,
     sync_slow_syncs_sensor,
     sync_stale_watermarks_sensor,
     sync_stuck_runs_sensor,
     sync_volume_anomalies_sensor,
+    sync_watermark_not_moving_sensor,
 )
 from sync_observability.storage.store import SyncOutcome, SyncRecord, SyncState, SyncStore
 from sync_observability.tracking import SyncRun, SyncTracker
@@ -63,6 +70,10 @@ __all__ = [
     "SyncStateError",
     "SyncStore",
     "SyncTracker",
+    "WatermarkAheadError",
+    "WatermarkBusyError",
+    "WatermarkConflictError",
+    "WatermarkError",
     "WatermarkRewindError",
     "make_consecutive_failures_sensor",
     "make_slow_syncs_sensor",
@@ -70,10 +81,14 @@ __all__ = [
     "make_stuck_runs_sensor",
     "make_sync_health_checks",
     "make_volume_anomalies_sensor",
+    "make_watermark_not_moving_sensor",
     "sync_consecutive_failures_sensor",
     "sync_observability_definitions",
+    "sync_retention_job",
+    "sync_retention_schedule",
     "sync_slow_syncs_sensor",
     "sync_stale_watermarks_sensor",
     "sync_stuck_runs_sensor",
     "sync_volume_anomalies_sensor",
+    "sync_watermark_not_moving_sensor",
 ]

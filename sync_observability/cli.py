@@ -40,6 +40,8 @@ from sync_observability.cli_support import (
     when,
 )
 from sync_observability.health import status_overview
+from sync_observability.report_cli import report as report_command
+from sync_observability.retention_cli import archive as archive_command
 from sync_observability.storage import migrate as migrations
 from sync_observability.storage.engine import (
     default_database_url,
@@ -48,6 +50,7 @@ from sync_observability.storage.engine import (
 from sync_observability.storage.schema import RUN_STATUSES
 from sync_observability.storage.store import SyncRecord
 from sync_observability.tracking import utcnow
+from sync_observability.watermark_cli import watermark as watermark_command
 
 HEALTH_STYLES = {"red": "bold red", "yellow": "bold yellow", "green": "bold green"}
 STATUS_STYLES = {"failed": "red", "running": "cyan", "success": "green", "never_run": "yellow"}
@@ -289,6 +292,9 @@ def _print_run(
 
 
 main.add_command(alerts_command)
+main.add_command(archive_command)
+main.add_command(report_command, name="report")
+main.add_command(watermark_command, name="watermark")
 
 
 if __name__ == "__main__":

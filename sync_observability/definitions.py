@@ -8,6 +8,8 @@ import dagster as dg
 
 from sync_observability.alerting import SyncAlerting
 from sync_observability.checks import AssetLike, make_sync_health_checks
+from sync_observability.report_asset import sync_health_report
+from sync_observability.retention import sync_retention_job, sync_retention_schedule
 from sync_observability.sensors import SYNC_SENSORS
 from sync_observability.tracking import SyncTracker
 
@@ -47,18 +49,11 @@ def sync_observability_definitions(
     """
     alerting = alerting if alerting is not None else SyncAlerting()
     assets_to_check = list(assets_to_check)
-    checks = (
-        make_sync_health_checks(
-            assets_to_check,
-            consecutive_failures_threshold=alerting.consecutive_failures_threshold,
-            stale_after_hours=alerting.stale_after_hours,
-        )
-        if assets_to_check
-        else []
-    )
-    # The retention job and schedule (sync_retention_job, sync_retention_schedule) and the
-    # report asset join these lists when their modules land.
+    checks = make_sync_health_checks(assets_to_check, alerting=alerting) if assets_to_check else []
     return dg.Definitions(
+        assets=[sync_health_report],
+        jobs=[sync_retention_job],
+        schedules=[sync_retention_schedule],
         sensors=list(SYNC_SENSORS) if sensors else [],
         asset_checks=checks,
         resources={
