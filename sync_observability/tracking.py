@@ -543,6 +543,16 @@ class SyncTracker(dg.ConfigurableResource):
         max_ahead = self.max_ahead(resource)
         record = self._start(ctx, resource, source_system, target_system, sync_type)
         run = SyncRun(record, store=self.store, max_ahead=max_ahead)
+
+        def finish(outcome: SyncOutcome) -> None:
+            self.store.finish_sync(
+                sync_id=run.sync_id,
+                resource=resource,
+                started_at=run.started_at,
+                outcome=outcome,
+                max_ahead=max_ahead,
+            )
+
         ctx.log.debug(f"sync_observability: sync {run.sync_id} of {resource!r} started")
         try:
             yield run
@@ -562,13 +572,7 @@ class SyncTracker(dg.ConfigurableResource):
                 count_failure=self.count_retried_failures or not will_retry,
             )
             try:
-                self.store.finish_sync(
-                    sync_id=run.sync_id,
-                    resource=resource,
-                    started_at=run.started_at,
-                    outcome=outcome,
-                    max_ahead=max_ahead,
-                )
+                finish(outcome)
             except Exception as finish_error:
                 # The sync's own error is what the user must see; say why it was not recorded.
                 note = f"sync_observability could not record this failure: {finish_error}"
@@ -580,13 +584,7 @@ class SyncTracker(dg.ConfigurableResource):
             raise
         outcome = run._outcome("success")
         try:
-            self.store.finish_sync(
-                sync_id=run.sync_id,
-                resource=resource,
-                started_at=run.started_at,
-                outcome=outcome,
-                max_ahead=max_ahead,
-            )
+            finish(outcome)
         except WatermarkError as refused:
             # Recorded failed by the store, with this error; the watermark did not move.
             run._finished(run._outcome("failed", run._add_refusal(refused)))
