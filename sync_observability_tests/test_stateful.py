@@ -213,7 +213,7 @@ def _run_machine(store: SyncStore, max_examples: int, step_count: int) -> None:
                 _new_history_row(sync_id, resource, sync_type, now, state)
             )
             assert dataclasses.asdict(record) == self.model[sync_id].row
-            self.runs[sync_id] = SyncRun(record)
+            self.runs[sync_id] = SyncRun(record, store=store)
             return sync_id
 
         @rule(sync_id=running, counts=counts)
@@ -341,6 +341,8 @@ def _run_machine(store: SyncStore, max_examples: int, step_count: int) -> None:
                 "error_message": message,
                 "errors": outcome.errors,
                 "duration_ms": duration,
+                # The run's metrics and per-category event counts (none recorded here).
+                "metadata": outcome.metadata,
             }
             state |= {
                 "last_sync_status": status,
