@@ -37,16 +37,12 @@ from sync_observability.errors import InvalidInputError
 from sync_observability.storage import operation_store
 from sync_observability.storage.operation_store import PendingEvent
 from sync_observability.storage.schema import OPERATION_CATEGORIES
-from sync_observability.storage.store import SyncStore
+from sync_observability.storage.store import SyncStore, utcnow
 from sync_observability.validation import check_aware, check_name, check_number
 
 MAX_ENTITY_KEY_LENGTH = 1000
 MAX_MESSAGE_LENGTH = 10_000
 _CATEGORIES = frozenset(OPERATION_CATEGORIES)
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _check_entity_key(value: Any, *, optional: bool = True) -> str | None:
@@ -140,7 +136,7 @@ class OperationLogMixin:
             resource=self.resource,
             sync_id=self.sync_id,
             written_before=self._op_written,
-            log_time=_utcnow(),
+            log_time=utcnow(),
         )
         self._op_written += len(batch)
         self._op_buffer = []
@@ -196,7 +192,7 @@ class OperationLogMixin:
         details_json: str,
         event_time: dt.datetime | None,
     ) -> None:
-        event_time = _utcnow() if event_time is None else check_aware("event_time", event_time)
+        event_time = utcnow() if event_time is None else check_aware("event_time", event_time)
         require_running = getattr(self, "_require_running", None)
         if require_running is not None:
             require_running()

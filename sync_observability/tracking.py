@@ -33,6 +33,7 @@ from sync_observability.storage.store import (
     SyncStore,
     WatermarkChange,
     cursor_is_rewind,
+    utcnow,
 )
 from sync_observability.validation import (
     check_aware,
@@ -46,11 +47,6 @@ log = logging.getLogger("sync_observability")
 
 TRACEBACK_LIMIT = 4000
 ORPHANED = "ORPHANED"
-
-
-def utcnow() -> dt.datetime:
-    """The current time, timezone-aware UTC."""
-    return dt.datetime.now(dt.timezone.utc)
 
 
 class SyncRun(OperationLogMixin, RunMetricsMixin):

@@ -64,6 +64,7 @@ from sync_observability.alerts.sinks import Sink, SinkError
 from sync_observability.errors import InvalidInputError
 from sync_observability.storage.alert_store import Alert, AlertDraft, AlertStore, Claim
 from sync_observability.storage.schema import ALERT_SEVERITIES, MAX_RULE_LENGTH
+from sync_observability.storage.store import utcnow
 from sync_observability.validation import check_aware, check_name
 
 log = logging.getLogger("sync_observability")
@@ -221,7 +222,7 @@ def deliver_pending(
     # when nothing is due or the budget is spent.
     for _ in range(_MAX_BATCHES):
         claimed_at = time.monotonic()
-        until = max(now, _utcnow()) + claim_for
+        until = max(now, utcnow()) + claim_for
         claims = alerts.claim_due(
             now=now, until=until, reminder_cutoff=tick.cutoff, limit=batch_size, rules=rules
         )
@@ -368,10 +369,6 @@ class _Tick:
             alert.fingerprint,
             reason,
         )
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _describe_failure(sink: Sink, error: Exception) -> str:

@@ -891,7 +891,7 @@ class SyncStore:
         if len(reason) > MAX_REASON_LENGTH:
             raise InvalidInputError("reason", reason, f"is over {MAX_REASON_LENGTH} characters")
         changed_by = check_name("changed_by", _os_user() if changed_by is None else changed_by)
-        now = check_aware("now", now) if now is not None else _utcnow()
+        now = check_aware("now", now) if now is not None else utcnow()
 
         def tx(conn: sa.Connection) -> dict[str, Any]:
             held = conn.execute(
@@ -1071,7 +1071,8 @@ class SyncStore:
         return self._read(lambda conn: _all(conn, query, SyncRecord), "list history")
 
 
-def _utcnow() -> dt.datetime:
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC (the one clock every layer reads)."""
     return dt.datetime.now(dt.timezone.utc)
 
 
