@@ -152,8 +152,7 @@ class Since(click.ParamType):
             amount, unit = match.groups()
             return utcnow() - dt.timedelta(**{_UNITS[unit]: float(amount)})
         try:
-            # Python 3.10's fromisoformat does not read a trailing Z.
-            parsed = dt.datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
+            parsed = parse_iso_datetime(text)
         except ValueError:
             self.fail(
                 f"{value!r} is neither an ISO 8601 datetime (2025-11-05T10:30:00Z) nor a "
@@ -161,6 +160,11 @@ class Since(click.ParamType):
                 param,
                 ctx,
             )
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
         return parsed.astimezone(dt.timezone.utc)
+
+
+def parse_iso_datetime(text: str) -> dt.datetime:
+    """An ISO 8601 datetime, aware (UTC when it has no offset); ValueError when it is not one."""
+    # Python 3.10's fromisoformat does not read a trailing Z.
+    parsed = dt.datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text.strip()))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import re
 from typing import Any
 
 import click
@@ -33,6 +32,7 @@ from sync_observability.cli_support import (
     json_option,
     make_console,
     open_store,
+    parse_iso_datetime,
     when,
 )
 from sync_observability.storage.store import WatermarkChange
@@ -167,14 +167,13 @@ def _json(value: Any) -> str:
 
 def _parse_time(text: str) -> dt.datetime:
     try:
-        parsed = dt.datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text.strip()))
+        return parse_iso_datetime(text)
     except ValueError:
         raise click.BadParameter(
             f"{text!r} is not an ISO 8601 datetime (2025-11-05T10:30:00Z); use --cursor for a "
             "JSON cursor",
             param_hint="VALUE",
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _parse_cursor(text: str) -> Any:
