@@ -29,6 +29,7 @@ from sync_observability.errors import (
     WatermarkRewindError,
 )
 from sync_observability.storage import migrate
+from sync_observability.storage.driver import DriverExecutor
 from sync_observability.storage.engine import (
     DEFAULT_SCHEMA,
     create_engine,
@@ -363,6 +364,22 @@ class SyncStore:
         else:
             self._insert = sqlite.insert
         self._finish_state = _finish_statements(engine.dialect.name)
+        # PostgreSQL: start and finish skip SQLAlchemy's per-statement machinery (driver.py).
+        self._driver = (
+            DriverExecutor(
+                engine,
+                [
+                    _START_STATE,
+                    _INSERT_HISTORY,
+                    _FINISH_HISTORY,
+                    _FIX_HISTORY_WATERMARK,
+                    _INSERT_CHANGE,
+                    *self._finish_state.values(),
+                ],
+            )
+            if engine.dialect.name == "postgresql"
+            else None
+        )
         if auto_migrate:
             self._retry(lambda: migrate.ensure_schema(engine, schema), "migrate")
 
@@ -417,6 +434,13 @@ class SyncStore:
                 return fn(conn)
 
         return self._retry(attempt, what)
+
+    def _write_hot(self, fn: Callable[[Any], T], what: str) -> T:
+        """``_write`` for the tracking hot path: on the DB-API cursor where there is one."""
+        driver = self._driver
+        if driver is None:
+            return self._write(fn, what)
+        return self._retry(lambda: driver.transaction(fn), what)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -500,7 +524,7 @@ class SyncStore:
                 metadata=params["metadata"],
             )
 
-        return self._write(tx, f"start sync of resource {resource!r}")
+        return self._write_hot(tx, f"start sync of resource {resource!r}")
 
     def finish_sync(
         self,
@@ -627,7 +651,7 @@ class SyncStore:
 
         what = f"finish sync {sync_id} of resource {resource!r}"
         try:
-            self._write(tx, what)
+            self._write_hot(tx, what)
         except _Refused as refused:
             self._finish_refused(sync_id, resource, started_at, outcome, refused)
             raise refused.error from None

@@ -1,0 +1,181 @@
+"""The tracking hot path on PostgreSQL, executed on the DB-API cursor.
+
+SQLAlchemy's per-statement execution machinery (execution context, result set, connection and
+transaction objects) costs about 0.1 ms of CPU per statement and as much per transaction; on a
+tracked sync's five statements and two commits that was most of the tracker's overhead against
+hand-written SQL (``bench/bench_tracking.py``). Here the same prebuilt SQLAlchemy statements are
+compiled once by SQLAlchemy for the engine's dialect, with their bind and result processors, and
+sent on a pooled DB-API connection. Driver errors are raised as SQLAlchemy's own ``DBAPIError``
+classes, and a dropped connection is invalidated in the pool, so retries and error translation
+(``engine.run_with_retries``) work unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+T = TypeVar("T")
+
+
+class _Compiled(NamedTuple):
+    sql: str
+    compiled: sa.Compiled
+    binds: dict[str, Callable[[Any], Any]]
+    columns: Sequence[sa.ColumnElement[Any]]
+
+
+class DriverResult:
+    """The rows a statement returned, with ``one()`` and ``one_or_none()`` like SQLAlchemy's."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def one_or_none(self) -> Any:
+        """The only row, or None; more than one is an error."""
+        if len(self.rows) > 1:
+            raise exc.MultipleResultsFound("Multiple rows were found when one or none was required")
+        return self.rows[0] if self.rows else None
+
+    def one(self) -> Any:
+        """The only row; none or more than one is an error."""
+        row = self.one_or_none()
+        if row is None:
+            raise exc.NoResultFound("No row was found when one was required")
+        return row
+
+
+class DriverConnection:
+    """What a transaction function sees: ``execute(statement, params)`` on one DB-API cursor."""
+
+    def __init__(self, executor: DriverExecutor, dbapi_connection: Any) -> None:
+        self._executor = executor
+        self._dbapi_connection = dbapi_connection
+
+    def execute(
+        self, statement: sa.Executable, params: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> DriverResult:
+        """Run a statement (a list of parameter sets runs it once per set)."""
+        compiled = self._executor.compile(statement)
+        many = isinstance(params, list)
+        sets = [self._executor.bind(compiled, p) for p in (params if many else [params or {}])]
+        cursor = self._dbapi_connection.cursor()
+        try:
+            try:
+                if many:
+                    cursor.executemany(compiled.sql, sets)
+                else:
+                    cursor.execute(compiled.sql, sets[0])
+            except self._executor.dbapi.Error as e:
+                raise self._executor.wrap(e, compiled.sql, sets, self._dbapi_connection) from e
+            if cursor.description is None:
+                return DriverResult([])
+            return DriverResult(self._executor.rows(compiled, cursor))
+        finally:
+            cursor.close()
+
+
+class DriverExecutor:
+    """Runs transaction functions on pooled DB-API connections of ``engine``.
+
+    Statements listed in ``statements`` are compiled once; any other statement (the rare
+    diagnostic queries of a refused start or finish) is compiled when it is run.
+    """
+
+    def __init__(self, engine: sa.Engine, statements: Iterable[sa.Executable]) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.dbapi = engine.dialect.loaded_dbapi
+        self._cache = {statement: self._compile(statement) for statement in statements}
+        self._row_types: dict[tuple[str, ...], type] = {}
+
+    def compile(self, statement: sa.Executable) -> _Compiled:
+        """The statement compiled for the engine's dialect (cached for prebuilt statements)."""
+        cached = self._cache.get(statement)
+        return cached if cached is not None else self._compile(statement)
+
+    def _compile(self, statement: sa.Executable) -> _Compiled:
+        compiled = statement.compile(dialect=self.dialect)
+        binds = {}
+        for key, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(self.dialect).bind_processor(self.dialect)
+            if processor is not None:
+                binds[key] = processor
+        columns = list(getattr(statement, "exported_columns", ()))
+        return _Compiled(compiled.string, compiled, binds, columns)
+
+    def bind(self, compiled: _Compiled, params: dict[str, Any]) -> dict[str, Any]:
+        """The driver's parameters: SQLAlchemy's values, passed through the types' processors."""
+        values = compiled.compiled.construct_params(params)
+        try:
+            for key, processor in compiled.binds.items():
+                if key in values:
+                    values[key] = processor(values[key])
+        except Exception as e:
+            # What SQLAlchemy raises for a value its type refuses (a naive datetime, say).
+            raise exc.StatementError(str(e), compiled.sql, params, e) from e
+        return values
+
+    def rows(self, compiled: _Compiled, cursor: Any) -> list[Any]:
+        """The fetched rows as named tuples, each value through its column type's processor."""
+        names = tuple(d[0] for d in cursor.description)
+        processors = [
+            column.type.dialect_impl(self.dialect).result_processor(self.dialect, d[1])
+            if column is not None
+            else None
+            for column, d in zip(
+                _padded(compiled.columns, len(names)), cursor.description, strict=True
+            )
+        ]
+        row_type = self._row_types.get(names)
+        if row_type is None:
+            row_type = self._row_types[names] = collections.namedtuple("Row", names)  # type: ignore[misc]
+        return [
+            row_type(*(p(v) if p is not None else v for p, v in zip(processors, raw, strict=True)))
+            for raw in cursor.fetchall()
+        ]
+
+    def wrap(
+        self, error: Exception, sql: str, params: Any, dbapi_connection: Any
+    ) -> exc.DBAPIError:
+        """``error`` as SQLAlchemy raises it, the connection invalidated when it dropped."""
+        disconnect = self.dialect.is_disconnect(error, dbapi_connection, None)
+        if disconnect:
+            dbapi_connection.invalidate(error)
+        return exc.DBAPIError.instance(
+            sql,
+            params,
+            error,
+            self.dbapi.Error,
+            connection_invalidated=disconnect,
+            dialect=self.dialect,
+        )
+
+    def transaction(self, fn: Callable[[DriverConnection], T]) -> T:
+        """Run ``fn`` in one transaction on a pooled connection: commit, or roll back and raise."""
+        fairy = self.engine.raw_connection()
+        try:
+            try:
+                result = fn(DriverConnection(self, fairy))
+                try:
+                    fairy.commit()
+                except self.dbapi.Error as e:
+                    raise self.wrap(e, "COMMIT", None, fairy) from e
+            except BaseException:
+                if fairy.is_valid:
+                    try:
+                        fairy.rollback()
+                    except self.dbapi.Error as e:
+                        fairy.invalidate(e)
+                raise
+            return result
+        finally:
+            fairy.close()
+
+
+def _padded(columns: Sequence[Any], n: int) -> list[Any]:
+    return list(columns[:n]) + [None] * (n - len(columns))
