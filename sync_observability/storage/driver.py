@@ -66,10 +66,10 @@ class DriverConnection:
         cursor = self._dbapi_connection.cursor()
         try:
             try:
-                if many:
-                    cursor.executemany(compiled.sql, sets)
-                else:
+                if len(sets) == 1:
                     cursor.execute(compiled.sql, sets[0])
+                else:
+                    cursor.executemany(compiled.sql, sets)
             except self._executor.dbapi.Error as e:
                 raise self._executor.wrap(e, compiled.sql, sets, self._dbapi_connection) from e
             if cursor.description is None:
@@ -91,7 +91,7 @@ class DriverExecutor:
         self.dialect = engine.dialect
         self.dbapi = engine.dialect.loaded_dbapi
         self._cache = {statement: self._compile(statement) for statement in statements}
-        self._row_types: dict[tuple[str, ...], type] = {}
+        self._shapes: dict[tuple[str, Any], tuple[type, list[Any]]] = {}
 
     def compile(self, statement: sa.Executable) -> _Compiled:
         """The statement compiled for the engine's dialect (cached for prebuilt statements)."""
@@ -122,22 +122,29 @@ class DriverExecutor:
 
     def rows(self, compiled: _Compiled, cursor: Any) -> list[Any]:
         """The fetched rows as named tuples, each value through its column type's processor."""
-        names = tuple(d[0] for d in cursor.description)
-        processors = [
-            column.type.dialect_impl(self.dialect).result_processor(self.dialect, d[1])
-            if column is not None
-            else None
-            for column, d in zip(
-                _padded(compiled.columns, len(names)), cursor.description, strict=True
-            )
-        ]
-        row_type = self._row_types.get(names)
-        if row_type is None:
-            row_type = self._row_types[names] = collections.namedtuple("Row", names)  # type: ignore[misc]
+        description = tuple((d[0], d[1]) for d in cursor.description)
+        shape = self._shapes.get((compiled.sql, description))
+        if shape is None:
+            shape = self._shapes[(compiled.sql, description)] = self._shape(compiled, description)
+        row_type, processors = shape
         return [
             row_type(*(p(v) if p is not None else v for p, v in zip(processors, raw, strict=True)))
             for raw in cursor.fetchall()
         ]
+
+    def _shape(
+        self, compiled: _Compiled, description: tuple[tuple[str, Any], ...]
+    ) -> tuple[type, list[Callable[[Any], Any] | None]]:
+        columns = list(compiled.columns[: len(description)])
+        columns += [None] * (len(description) - len(columns))
+        processors = [
+            column.type.dialect_impl(self.dialect).result_processor(self.dialect, type_code)
+            if column is not None
+            else None
+            for column, (_, type_code) in zip(columns, description, strict=True)
+        ]
+        names = [name for name, _ in description]
+        return collections.namedtuple("Row", names), processors  # type: ignore[misc]
 
     def wrap(
         self, error: Exception, sql: str, params: Any, dbapi_connection: Any
@@ -175,7 +182,3 @@ class DriverExecutor:
             return result
         finally:
             fairy.close()
-
-
-def _padded(columns: Sequence[Any], n: int) -> list[Any]:
-    return list(columns[:n]) + [None] * (n - len(columns))
