@@ -277,7 +277,7 @@ def error_groups(
 
 
 def daily_quality(
-    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime, resource: str | None = None
 ) -> list[dict[str, Any]]:
     """Per UTC day and resource: mean quality scores of the runs that recorded one (seed 002).
 
@@ -301,6 +301,7 @@ def daily_quality(
         .where(
             _window(h.sync_start_time, since, until),
             sa.or_(overall.is_not(None), completeness.is_not(None), accuracy.is_not(None)),
+            *([] if resource is None else [h.resource == resource]),
         )
         .group_by(day, h.resource)
     )
@@ -316,6 +317,13 @@ def operation_events_by_category(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime
 ) -> list[dict[str, Any]]:
     """Operational events per category in the window: counts, resources, syncs, first and last."""
+    # One range of ix_operation_log_category_time per category (the CHECK constraint lists
+    # them all) instead of a scan of the whole log for a few days of it.
+    categories = (
+        sa.values(sa.column("name", sa.String()), name="categories")
+        .data([(name,) for name in OPERATION_CATEGORIES])
+        .alias("categories")
+    )
     log = operation_log.c
     query = (
         sa.select(
@@ -329,6 +337,8 @@ def operation_events_by_category(
         .where(_window(log.event_time, since, until))
         .group_by(log.category)
     )
+    if store.dialect == "postgresql":  # SQLite's VALUES takes no column names
+        query = query.select_from(categories).join(operation_log, log.category == categories.c.name)
     rows = _rows(store, query, "read operational events")
     for row in rows:
         for key in ("events", "resources", "syncs"):
@@ -361,3 +371,139 @@ __all__: Sequence[str] = (
     "performance_by_system",
     "window_summary",
 )
+
+
+def health_case(now: dt.datetime) -> sa.ColumnElement[str]:
+    """Seed 001's colour of a ``sync_state`` row in SQL: ``health.health_indicator``'s rules."""
+    from sync_observability.health import STALE_AFTER, STUCK_AFTER
+
+    s = sync_state.c
+    return sa.case(
+        (s.last_sync_status == "failed", "red"),
+        (sa.and_(s.last_sync_status == "running", s.started_at < now - STUCK_AFTER), "red"),
+        (s.last_sync_time < now - STALE_AFTER, "yellow"),
+        (s.last_sync_status == "never_run", "yellow"),
+        else_="green",
+    )
+
+
+def colour_counts(store: SyncStore, *, now: dt.datetime) -> dict[str, int]:
+    """How many resources are red, yellow and green ``now``."""
+    colour = health_case(now)
+    query = sa.select(
+        *(sa.func.count().filter(colour == c).label(c) for c in ("red", "yellow", "green"))
+    ).select_from(sync_state)
+    (row,) = _rows(store, query, "count resources by health")
+    return {c: _int(row[c]) for c in ("red", "yellow", "green")}
+
+
+def state_health(
+    store: SyncStore, *, now: dt.datetime, include_healthy: bool
+) -> list[dict[str, Any]]:
+    """The columns of the status report with each resource's colour, red and yellow only unless
+    ``include_healthy``. The unhealthy rows are found through ``ix_sync_state_not_success``
+    (failed, running, never run) and ``ix_sync_state_last_sync_time`` (stale)."""
+    from sync_observability.health import STALE_AFTER
+
+    s = sync_state.c
+    colour = health_case(now).label("health")
+    length = (
+        sa.func.jsonb_array_length if store.dialect == "postgresql" else sa.func.json_array_length
+    )
+    query = sa.select(
+        s.resource,
+        s.last_sync_status.label("status"),
+        s.last_sync_time,
+        s.started_at,
+        s.records_synced,
+        s.duration_ms,
+        length(s.errors).label("error_count"),
+        s.consecutive_failures,
+        colour,
+    )
+    if not include_healthy:
+        query = query.where(
+            sa.or_(s.last_sync_status != "success", s.last_sync_time < now - STALE_AFTER),
+            colour != "green",
+        )
+    return _rows(store, query, "read resource health")
+
+
+def daily_totals(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Per UTC day over every resource: seed 002's CostTrends figures and quality sums.
+
+    Closed hours come from the roll-ups; the rest, and ``sync_history_archive`` (where retention
+    moved older rows; ``daily_rollups`` counts them too), are read live.
+    """
+    measures = (
+        "operations",
+        "duration_ms_sum",
+        "records_processed",
+        "cost_usd",
+        "bytes_read",
+        "bytes_written",
+        "quality_runs",
+        "completeness_sum",
+        "completeness_n",
+        "accuracy_sum",
+        "accuracy_n",
+        "overall_sum",
+        "overall_n",
+    )
+    coverage = rollup.refresh_rollups(store)
+    history = rollup.hourly_partials(store, coverage, since, until, measures)
+    archived = rollup.live_hourly(
+        store.dialect,
+        sync_history_archive,
+        _window(sync_history_archive.c.sync_start_time, since, until),
+        measures,
+    )
+    p = sa.union_all(sa.select(history), archived).subquery("with_archive").c
+    day = _bucket(store, p.hour, "day").label("day")
+
+    def by_status(status: str) -> Any:
+        return sa.func.sum(p.operations).filter(p.sync_status == status)
+
+    def avg(name: str) -> Any:
+        return sa.func.sum(p[f"{name}_sum"]) / sa.func.nullif(sa.func.sum(p[f"{name}_n"]), 0)
+
+    query = sa.select(
+        day,
+        sa.func.sum(p.operations).label("executions"),
+        by_status("success").label("successes"),
+        by_status("failed").label("failures"),
+        sa.func.round(sa.func.sum(p.cost_usd), rollup_cost_decimals()).label("total_cost_usd"),
+        sa.func.sum(p.duration_ms_sum).label("total_duration_ms"),
+        sa.func.sum(p.records_processed).label("records_processed"),
+        sa.func.sum(p.bytes_read).label("bytes_read"),
+        sa.func.sum(p.bytes_written).label("bytes_written"),
+        sa.func.sum(p.quality_runs).label("quality_runs"),
+        avg("completeness").label("completeness"),
+        avg("accuracy").label("accuracy"),
+        avg("overall").label("overall_quality"),
+    ).group_by(day)
+    rows = _rows(store, query, "read daily totals")
+    for row in rows:
+        for key in (
+            "executions",
+            "successes",
+            "failures",
+            "total_duration_ms",
+            "records_processed",
+            "bytes_read",
+            "bytes_written",
+            "quality_runs",
+        ):
+            row[key] = _int(row[key])
+        row["total_cost_usd"] = _float(row["total_cost_usd"]) or 0.0
+        for key in ("completeness", "accuracy", "overall_quality"):
+            row[key] = _float(row[key])
+    return rows
+
+
+def rollup_cost_decimals() -> int:
+    from sync_observability.storage.rollups import COST_DECIMALS
+
+    return COST_DECIMALS
