@@ -188,6 +188,26 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
     insert = postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert
     measures = list(hourly_measures(dialect, sync_history))
 
+    def closable(conn: sa.Connection, wall: dt.datetime) -> dt.datetime:
+        """The end of the last hour that may be closed now."""
+        until = floor_hour(wall - GRACE)
+        running = conn.execute(
+            sa.select(sa.func.min(h.sync_start_time)).where(h.sync_status == "running")
+        ).scalar()
+        return until if running is None else min(until, floor_hour(running))
+
+    def check(conn: sa.Connection) -> Coverage | None:
+        """Without a lock: the coverage when nothing closed since the last refresh."""
+        state = conn.execute(sa.select(sync_rollup_state)).one_or_none()
+        if state is None or closable(conn, utcnow()) > state.rolled_until:
+            return None
+        return Coverage(state.rolled_from, state.rolled_until)
+
+    # Hours close at most once an hour: most calls stop at this read and write nothing.
+    unchanged = store._read(check, "check report roll-ups")
+    if unchanged is not None:
+        return unchanged
+
     def tx(conn: sa.Connection) -> Coverage | None:
         wall = utcnow()
         state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one_or_none()
@@ -202,12 +222,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
                 .on_conflict_do_nothing()
             )
             state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one()
-        until = floor_hour(wall - GRACE)
-        running = conn.execute(
-            sa.select(sa.func.min(h.sync_start_time)).where(h.sync_status == "running")
-        ).scalar()
-        if running is not None:
-            until = min(until, floor_hour(running))
+        until = closable(conn, wall)
         current = state.rolled_until
         if until <= current:
             return Coverage(state.rolled_from, current)
