@@ -267,6 +267,8 @@ def reopen_statement(started_at: dt.datetime) -> sa.Update:
 
 def is_backfill(started_at: dt.datetime, now: dt.datetime) -> bool:
     """Whether a sync starting at ``started_at`` may land in an hour already rolled up."""
+    if started_at.tzinfo is None:
+        return False  # refused with its own error when the row is written
     return started_at < now - BACKFILL_AFTER
 
 
