@@ -21,7 +21,6 @@ import sqlalchemy as sa
 
 from sync_observability.storage import history_rollup as rollup
 from sync_observability.storage.schema import (
-    OPERATION_CATEGORIES,
     operation_log,
     sync_history,
     sync_history_archive,
@@ -317,13 +316,6 @@ def operation_events_by_category(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime
 ) -> list[dict[str, Any]]:
     """Operational events per category in the window: counts, resources, syncs, first and last."""
-    # One range of ix_operation_log_category_time per category (the CHECK constraint lists
-    # them all) instead of a scan of the whole log for a few days of it.
-    categories = (
-        sa.values(sa.column("name", sa.String()), name="categories")
-        .data([(name,) for name in OPERATION_CATEGORIES])
-        .alias("categories")
-    )
     log = operation_log.c
     query = (
         sa.select(
@@ -337,8 +329,6 @@ def operation_events_by_category(
         .where(_window(log.event_time, since, until))
         .group_by(log.category)
     )
-    if store.dialect == "postgresql":  # SQLite's VALUES takes no column names
-        query = query.select_from(categories).join(operation_log, log.category == categories.c.name)
     rows = _rows(store, query, "read operational events")
     for row in rows:
         for key in ("events", "resources", "syncs"):
