@@ -51,6 +51,7 @@ import bench_sensors
 
 from sync_observability import SyncStore
 from sync_observability.reports import REPORTS
+from sync_observability.storage.history_rollup import refresh_rollups
 
 DEFAULT_URL = bench_sensors.DEFAULT_URL
 TROUBLESHOOTING_MS = 10.0
@@ -106,7 +107,14 @@ SCAN = re.compile(
     r"((?:Parallel )?(?:Seq Scan|Index Only Scan|Index Scan|Bitmap Index Scan|Bitmap Heap Scan)"
     r"(?: Backward)?)(?: using (\S+))? on (\S+)"
 )
-TABLES = ("sync_history", "sync_history_archive", "operation_log", "sync_state")
+TABLES = (
+    "sync_history",
+    "sync_history_archive",
+    "operation_log",
+    "sync_state",
+    "sync_history_hourly",
+    "sync_history_hourly_errors",
+)
 
 
 @dataclasses.dataclass
@@ -269,6 +277,19 @@ def main(argv: list[str] | None = None) -> None:
                     "SELECT count(*) FILTER (WHERE metadata -> 'metrics' ? 'data_quality'), "
                     "pg_size_pretty(pg_total_relation_size('sync_history')) FROM sync_history"
                 ).one()
+            log("first roll-up refresh (aggregates every closed hour once)")
+            refresh_started = time.perf_counter()
+            refresh_rollups(store)
+            first_refresh_s = time.perf_counter() - refresh_started
+            refresh_started = time.perf_counter()
+            refresh_rollups(store)
+            next_refresh_ms = (time.perf_counter() - refresh_started) * 1000
+            with store.engine.connect() as conn:
+                rollup_rows = conn.exec_driver_sql(
+                    "SELECT (SELECT count(*) FROM sync_history_hourly), "
+                    "(SELECT count(*) FROM sync_history_hourly_errors), "
+                    "(SELECT rolled_until FROM sync_rollup_state)"
+                ).one()
             results = []
             for name in REPORTS:
                 log(f"timing {name}")
@@ -286,6 +307,11 @@ def main(argv: list[str] | None = None) -> None:
         f"({per} per resource over {bench_sensors.SPREAD_DAYS} days, {quality[0]:,} with "
         f"quality scores, sync_history {quality[1]} with indexes), {args.events:,} operational "
         f"events; generated in {data.seconds:.1f} s ({steps}), events in {events_s:.1f} s"
+    )
+    print(
+        f"Roll-ups: first refresh {first_refresh_s:.1f} s ({rollup_rows[0]:,} hourly rows, "
+        f"{rollup_rows[1]:,} error rows, closed up to {rollup_rows[2]}); a refresh with "
+        f"nothing new {next_refresh_ms:.1f} ms"
     )
     print(
         f"Each report with its default days and now = the current time: 1 warm-up, median of "

@@ -52,6 +52,13 @@ VALUE_STYLES = {
     "success": "green",
     "never_run": "yellow",
 }
+# Reports that take --all, and the keyword it sets; reports that take --resource.
+ALL_OPTION = {
+    "status": "include_healthy",
+    "cost-trends": "per_resource",
+    "quality-trends": "per_resource",
+}
+RESOURCE_OPTION = ("cost-trends", "quality-trends")
 CELL_WIDTH = 60
 # Free text wraps within a width; ids, names and times never wrap (headers wrap at words).
 WRAPPING_COLUMNS = {"error_message": 40, "error_summary": 40, "error_codes": 20}
@@ -75,6 +82,18 @@ SHORT_ID_COLUMNS = {"sync_id": 8}  # like a short git hash; --json has the whole
     help="Report as of this time instead of now: an ISO 8601 datetime (UTC if no offset) or a "
     "duration back from now such as 24h, 7d.",
 )
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="status: every resource, green ones too (default: red and yellow only). cost-trends, "
+    "quality-trends: one row per day and resource (default: one row per day overall).",
+)
+@click.option(
+    "--resource",
+    default=None,
+    help="cost-trends, quality-trends: only this resource, one row per day.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of objects).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
 @database_options
@@ -82,6 +101,8 @@ def report(
     name: str,
     days: int | None,
     as_of: dt.datetime | None,
+    show_all: bool,
+    resource: str | None,
     as_json: bool,
     as_csv: bool,
     database_url: str | None,
@@ -90,7 +111,7 @@ def report(
     """Print the report NAME as a table (or --json, --csv).
 
     \b
-    status            every resource's last sync with red/yellow/green health
+    status            resources in red or yellow health (--all: every resource)
     dashboard         operations, success rate, duration, failures and a health score
     failures          recent failed syncs with their errors
     performance       duration of successful syncs by source and target system
@@ -100,15 +121,25 @@ def report(
     volume-anomalies  resources syncing unusually often or rarely today (2 sigma)
     top-errors        the most frequent failures by resource and message
     operation-events  operational events (operation_log) by category
-    cost-trends       daily cost, executions and bytes per resource
-    quality-trends    daily data-quality scores per resource and their trend
+    cost-trends       daily cost, executions and bytes (--resource NAME, --all)
+    quality-trends    daily data-quality scores and their trend (--resource NAME, --all)
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be used together.")
+    kwargs: dict[str, Any] = {"now": as_of}
+    if days is not None:
+        kwargs["days"] = days
+    if show_all:
+        if name not in ALL_OPTION:
+            raise click.UsageError(f"--all applies to {', '.join(ALL_OPTION)}, not {name}.")
+        kwargs[ALL_OPTION[name]] = True
+    if resource is not None:
+        if name not in RESOURCE_OPTION:
+            raise click.UsageError(
+                f"--resource applies to {', '.join(RESOURCE_OPTION)}, not {name}."
+            )
+        kwargs["resource"] = resource
     with open_store(database_url, schema) as store:
-        kwargs: dict[str, Any] = {"now": as_of}
-        if days is not None:
-            kwargs["days"] = days
         frame = REPORTS[name](store, **kwargs)
         where = store.url
     records = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]

@@ -8,12 +8,12 @@ hours too and "today" is ``now``'s UTC date.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 import pandas as pd
 
-from sync_observability.health import health_indicator, status_overview
+from sync_observability.health import HEALTH_ORDER
 from sync_observability.reports import maths
 from sync_observability.reports._common import as_of, check_days, frame, parse_day, parse_hour
 from sync_observability.storage import report_queries as queries
@@ -33,20 +33,42 @@ STATUS_COLUMNS = (
 )
 
 
-def status(store: SyncStore, *, days: int = 1, now: dt.datetime | None = None) -> pd.DataFrame:
-    """Every resource's last sync with seed 001's red/yellow/green health, red first.
+def status(
+    store: SyncStore,
+    *,
+    days: int = 1,
+    now: dt.datetime | None = None,
+    include_healthy: bool = False,
+) -> pd.DataFrame:
+    """The resources that need attention (seed 001's red and yellow), red first.
 
-    The rules are :func:`sync_observability.health.health_indicator`'s (``sync-obs status`` and
-    the health checks use the same). ``days`` is accepted for a uniform signature and unused: the
-    state is the latest one whatever the window.
+    The troubleshooting question is "which resources are red or yellow?": by default only those
+    are listed (read through the ``sync_state`` indexes, not every row). ``include_healthy``
+    lists every resource, green ones last (``sync-obs report status --all``). The colour is
+    computed in SQL with :func:`sync_observability.health.health_indicator`'s rules (the CLI's
+    ``sync-obs status`` and the health checks use the same). ``days`` is accepted for a uniform
+    signature and unused: the state is the latest one whatever the window.
 
     Returns:
         ``resource``, ``status``, ``last_sync_time``, ``hours_since_sync``, ``running_seconds``,
         ``records_synced``, ``duration_ms``, ``error_count``, ``consecutive_failures``,
-        ``health``.
+        ``health``; by colour, then resource.
     """
     check_days(days)
-    return frame(status_overview(store.list_states(), as_of(now)), STATUS_COLUMNS)
+    now = as_of(now)
+    rows = queries.state_health(store, now=now, include_healthy=include_healthy)
+    for row in rows:
+        last = row["last_sync_time"]
+        row["hours_since_sync"] = None if last is None else (now - last).total_seconds() / 3600
+        started = row.pop("started_at")
+        row["running_seconds"] = (
+            round((now - started).total_seconds())
+            if row["status"] == "running" and started is not None
+            else None
+        )
+        row["error_count"] = int(row["error_count"])
+    rows.sort(key=lambda row: (HEALTH_ORDER[row["health"]], row["resource"]))
+    return frame(rows, STATUS_COLUMNS)
 
 
 def dashboard(store: SyncStore, *, days: int = 1, now: dt.datetime | None = None) -> pd.DataFrame:
@@ -78,9 +100,8 @@ def dashboard(store: SyncStore, *, days: int = 1, now: dt.datetime | None = None
     finished = summary["successful"] + summary["failed"]
     rate = maths.percent(summary["successful"], finished)
     avg = summary["avg_duration_ms"]
-    colours = [health_indicator(state, now) for state in store.list_states()]
-    counts = Counter(colours)
-    score = maths.health_score(rate, maths.resource_health_percent(colours))
+    counts = queries.colour_counts(store, now=now)
+    score = maths.health_score(rate, maths.resource_health_from_counts(counts))
     rows: list[dict[str, Any]] = [
         _metric(
             f"total_operations_{w}",

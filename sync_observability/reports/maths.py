@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 Label = Literal["EXCELLENT", "GOOD", "NORMAL", "WARNING", "CRITICAL", "NO_DATA"]
@@ -112,6 +112,15 @@ def resource_health_percent(colours: Sequence[str]) -> float | None:
     return sum(COLOUR_POINTS[c] for c in colours) / len(colours) * 100
 
 
+def resource_health_from_counts(counts: Mapping[str, int]) -> float | None:
+    """:func:`resource_health_percent` from the number of resources of each colour."""
+    total = sum(counts.values())
+    if not total:
+        return None
+    points = sum(COLOUR_POINTS[colour] * count for colour, count in counts.items())
+    return points / total * 100
+
+
 def health_score(success_rate: float | None, resource_health: float | None) -> float | None:
     """0-100: 70 % the window's success rate, 30 % the resources' colours.
 
@@ -189,6 +198,7 @@ __all__: Sequence[str] = (
     "operations_label",
     "percent",
     "quality_trend",
+    "resource_health_from_counts",
     "resource_health_percent",
     "rolling_window",
     "start_of_day_window",

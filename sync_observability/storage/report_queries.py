@@ -19,7 +19,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_observability.storage.schema import operation_log, sync_history
+from sync_observability.storage import history_rollup as rollup
+from sync_observability.storage.schema import (
+    operation_log,
+    sync_history,
+    sync_history_archive,
+    sync_state,
+)
 from sync_observability.storage.store import SyncStore
 
 # Where sync_observability.metrics stores the quality scores in sync_history.metadata.
@@ -59,7 +65,27 @@ def _float(value: Any) -> float | None:
 
 
 def _rows(store: SyncStore, query: sa.Select[Any], what: str) -> list[dict[str, Any]]:
-    return store._read(lambda conn: [dict(row) for row in conn.execute(query).mappings()], what)
+    def read(conn: sa.Connection) -> list[dict[str, Any]]:
+        if store.dialect == "postgresql":
+            # Report queries run in milliseconds to a second: compiling them costs more.
+            conn.exec_driver_sql("SET LOCAL jit = off")
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+    return store._read(read, what)
+
+
+def _partials(
+    store: SyncStore,
+    since: dt.datetime,
+    until: dt.datetime,
+    measures: Sequence[str],
+    *,
+    status: str | None = None,
+) -> sa.Subquery:
+    """The roll-ups' closed hours plus the live rest of ``[since, until]`` (see history_rollup)."""
+    coverage = rollup.refresh_rollups(store)
+    only = None if status is None else (lambda column: column == status)
+    return rollup.hourly_partials(store, coverage, since, until, measures, only=only)
 
 
 def failed_syncs(
@@ -89,18 +115,20 @@ def performance_by_system(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime
 ) -> list[dict[str, Any]]:
     """Successful syncs per (source, target) with their mean and longest duration (pattern 3)."""
-    h = sync_history.c
-    query = (
-        sa.select(
-            h.source_system,
-            h.target_system,
-            sa.func.count().label("sync_count"),
-            sa.func.avg(h.duration_ms).label("avg_duration_ms"),
-            sa.func.max(h.duration_ms).label("max_duration_ms"),
-        )
-        .where(h.sync_status == "success", _window(h.sync_start_time, since, until))
-        .group_by(h.source_system, h.target_system)
-    )
+    p = _partials(
+        store,
+        since,
+        until,
+        ("operations", "durations", "duration_ms_sum", "duration_ms_max"),
+        status="success",
+    ).c
+    query = sa.select(
+        p.source_system,
+        p.target_system,
+        sa.func.sum(p.operations).label("sync_count"),
+        rollup.mean(store.dialect, p.duration_ms_sum, p.durations).label("avg_duration_ms"),
+        sa.func.max(p.duration_ms_max).label("max_duration_ms"),
+    ).group_by(p.source_system, p.target_system)
     rows = _rows(store, query, "read performance by system")
     for row in rows:
         row["sync_count"] = _int(row["sync_count"])
@@ -113,18 +141,14 @@ def daily_volume_by_source(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime
 ) -> list[dict[str, Any]]:
     """Records processed by successful syncs per UTC day and source system (pattern 4)."""
-    h = sync_history.c
-    day = _bucket(store, h.sync_start_time, "day").label("day")
-    query = (
-        sa.select(
-            day,
-            h.source_system,
-            sa.func.count().label("sync_count"),
-            sa.func.sum(h.records_processed).label("total_records"),
-        )
-        .where(h.sync_status == "success", _window(h.sync_start_time, since, until))
-        .group_by(day, h.source_system)
-    )
+    p = _partials(store, since, until, ("operations", "records_processed"), status="success").c
+    day = _bucket(store, p.hour, "day").label("day")
+    query = sa.select(
+        day,
+        p.source_system,
+        sa.func.sum(p.operations).label("sync_count"),
+        sa.func.sum(p.records_processed).label("total_records"),
+    ).group_by(day, p.source_system)
     rows = _rows(store, query, "read daily volume")
     for row in rows:
         row["sync_count"] = _int(row["sync_count"])
@@ -134,18 +158,19 @@ def daily_volume_by_source(
 
 def window_summary(store: SyncStore, *, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
     """Counts by status and the mean duration of the finished syncs started in the window."""
-    h = sync_history.c
+    p = _partials(store, since, until, ("operations", "durations", "duration_ms_sum")).c
 
     def count(status: str) -> sa.ColumnElement[int]:
-        return sa.func.count().filter(h.sync_status == status)
+        return sa.func.sum(p.operations).filter(p.sync_status == status)
 
+    # Running syncs have no duration, so the mean over durations is the finished syncs' mean.
     query = sa.select(
-        sa.func.count().label("operations"),
+        sa.func.sum(p.operations).label("operations"),
         count("success").label("successful"),
         count("failed").label("failed"),
         count("running").label("running"),
-        sa.func.avg(h.duration_ms).filter(h.sync_status != "running").label("avg_duration_ms"),
-    ).where(_window(h.sync_start_time, since, until))
+        rollup.mean(store.dialect, p.duration_ms_sum, p.durations).label("avg_duration_ms"),
+    )
     (row,) = _rows(store, query, "read dashboard summary")
     return {
         "operations": _int(row["operations"]),
@@ -160,17 +185,13 @@ def hourly_counts(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime
 ) -> list[dict[str, Any]]:
     """Syncs started and records processed per UTC hour (hours without syncs are absent)."""
-    h = sync_history.c
-    hour = _bucket(store, h.sync_start_time, "hour").label("hour")
-    query = (
-        sa.select(
-            hour,
-            sa.func.count().label("operations"),
-            sa.func.sum(h.records_processed).label("records_processed"),
-        )
-        .where(_window(h.sync_start_time, since, until))
-        .group_by(hour)
-    )
+    p = _partials(store, since, until, ("operations", "records_processed")).c
+    hour = _bucket(store, p.hour, "hour").label("hour")
+    query = sa.select(
+        hour,
+        sa.func.sum(p.operations).label("operations"),
+        sa.func.sum(p.records_processed).label("records_processed"),
+    ).group_by(hour)
     rows = _rows(store, query, "read hourly volume")
     for row in rows:
         row["operations"] = _int(row["operations"])
@@ -199,19 +220,17 @@ def daily_operations(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime
 ) -> list[dict[str, Any]]:
     """Per UTC day: syncs, failures, mean duration and records processed (seed 004)."""
-    h = sync_history.c
-    day = _bucket(store, h.sync_start_time, "day").label("day")
-    query = (
-        sa.select(
-            day,
-            sa.func.count().label("operations"),
-            sa.func.count().filter(h.sync_status == "failed").label("failed"),
-            sa.func.avg(h.duration_ms).label("avg_duration_ms"),
-            sa.func.sum(h.records_processed).label("records_processed"),
-        )
-        .where(_window(h.sync_start_time, since, until))
-        .group_by(day)
-    )
+    p = _partials(
+        store, since, until, ("operations", "durations", "duration_ms_sum", "records_processed")
+    ).c
+    day = _bucket(store, p.hour, "day").label("day")
+    query = sa.select(
+        day,
+        sa.func.sum(p.operations).label("operations"),
+        sa.func.sum(p.operations).filter(p.sync_status == "failed").label("failed"),
+        rollup.mean(store.dialect, p.duration_ms_sum, p.durations).label("avg_duration_ms"),
+        sa.func.sum(p.records_processed).label("records_processed"),
+    ).group_by(day)
     rows = _rows(store, query, "read daily operations")
     for row in rows:
         row["operations"] = _int(row["operations"])
@@ -225,22 +244,25 @@ def error_groups(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime, limit: int
 ) -> list[dict[str, Any]]:
     """Failures grouped by resource and the first 100 characters of their message (seed 004)."""
-    h = sync_history.c
-    summary = sa.func.substr(h.error_message, 1, ERROR_SUMMARY_LENGTH).label("error_summary")
-    error_count = sa.func.count().label("error_count")
-    last = sa.func.max(h.sync_start_time).label("last_occurrence")
+    coverage = rollup.refresh_rollups(store)
+    p = rollup.error_partials(store, coverage, since, until).c
+    error_count = sa.func.sum(p.failures).label("error_count")
+    last = sa.func.max(p.last_start).label("last_occurrence")
     query = (
         sa.select(
-            h.resource,
-            summary,
+            p.resource,
+            p.error_summary,
             error_count,
-            sa.func.min(h.sync_start_time).label("first_occurrence"),
+            sa.func.min(p.first_start).label("first_occurrence"),
             last,
-            sa.func.avg(h.duration_ms).label("avg_duration_before_failure_ms"),
+            rollup.mean(store.dialect, p.duration_ms_sum, p.durations).label(
+                "avg_duration_before_failure_ms"
+            ),
         )
-        .where(h.sync_status == "failed", _window(h.sync_start_time, since, until))
-        .group_by(h.resource, summary)
-        .order_by(error_count.desc(), last.desc(), h.resource.asc(), summary.asc().nulls_first())
+        .group_by(p.resource, p.error_summary)
+        .order_by(
+            error_count.desc(), last.desc(), p.resource.asc(), p.error_summary.asc().nulls_first()
+        )
         .limit(limit)
     )
     rows = _rows(store, query, "read top errors")
@@ -254,7 +276,7 @@ def error_groups(
 
 
 def daily_quality(
-    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime, resource: str | None = None
 ) -> list[dict[str, Any]]:
     """Per UTC day and resource: mean quality scores of the runs that recorded one (seed 002).
 
@@ -278,6 +300,7 @@ def daily_quality(
         .where(
             _window(h.sync_start_time, since, until),
             sa.or_(overall.is_not(None), completeness.is_not(None), accuracy.is_not(None)),
+            *([] if resource is None else [h.resource == resource]),
         )
         .group_by(day, h.resource)
     )
@@ -338,3 +361,139 @@ __all__: Sequence[str] = (
     "performance_by_system",
     "window_summary",
 )
+
+
+def health_case(now: dt.datetime) -> sa.ColumnElement[str]:
+    """Seed 001's colour of a ``sync_state`` row in SQL: ``health.health_indicator``'s rules."""
+    from sync_observability.health import STALE_AFTER, STUCK_AFTER
+
+    s = sync_state.c
+    return sa.case(
+        (s.last_sync_status == "failed", "red"),
+        (sa.and_(s.last_sync_status == "running", s.started_at < now - STUCK_AFTER), "red"),
+        (s.last_sync_time < now - STALE_AFTER, "yellow"),
+        (s.last_sync_status == "never_run", "yellow"),
+        else_="green",
+    )
+
+
+def colour_counts(store: SyncStore, *, now: dt.datetime) -> dict[str, int]:
+    """How many resources are red, yellow and green ``now``."""
+    colour = health_case(now)
+    query = sa.select(
+        *(sa.func.count().filter(colour == c).label(c) for c in ("red", "yellow", "green"))
+    ).select_from(sync_state)
+    (row,) = _rows(store, query, "count resources by health")
+    return {c: _int(row[c]) for c in ("red", "yellow", "green")}
+
+
+def state_health(
+    store: SyncStore, *, now: dt.datetime, include_healthy: bool
+) -> list[dict[str, Any]]:
+    """The columns of the status report with each resource's colour, red and yellow only unless
+    ``include_healthy``. The unhealthy rows are found through ``ix_sync_state_not_success``
+    (failed, running, never run) and ``ix_sync_state_last_sync_time`` (stale)."""
+    from sync_observability.health import STALE_AFTER
+
+    s = sync_state.c
+    colour = health_case(now).label("health")
+    length = (
+        sa.func.jsonb_array_length if store.dialect == "postgresql" else sa.func.json_array_length
+    )
+    query = sa.select(
+        s.resource,
+        s.last_sync_status.label("status"),
+        s.last_sync_time,
+        s.started_at,
+        s.records_synced,
+        s.duration_ms,
+        length(s.errors).label("error_count"),
+        s.consecutive_failures,
+        colour,
+    )
+    if not include_healthy:
+        query = query.where(
+            sa.or_(s.last_sync_status != "success", s.last_sync_time < now - STALE_AFTER),
+            colour != "green",
+        )
+    return _rows(store, query, "read resource health")
+
+
+def daily_totals(
+    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Per UTC day over every resource: seed 002's CostTrends figures and quality sums.
+
+    Closed hours come from the roll-ups; the rest, and ``sync_history_archive`` (where retention
+    moved older rows; ``daily_rollups`` counts them too), are read live.
+    """
+    measures = (
+        "operations",
+        "duration_ms_sum",
+        "records_processed",
+        "cost_usd",
+        "bytes_read",
+        "bytes_written",
+        "quality_runs",
+        "completeness_sum",
+        "completeness_n",
+        "accuracy_sum",
+        "accuracy_n",
+        "overall_sum",
+        "overall_n",
+    )
+    coverage = rollup.refresh_rollups(store)
+    history = rollup.hourly_partials(store, coverage, since, until, measures)
+    archived = rollup.live_hourly(
+        store.dialect,
+        sync_history_archive,
+        _window(sync_history_archive.c.sync_start_time, since, until),
+        measures,
+    )
+    p = sa.union_all(sa.select(history), archived).subquery("with_archive").c
+    day = _bucket(store, p.hour, "day").label("day")
+
+    def by_status(status: str) -> Any:
+        return sa.func.sum(p.operations).filter(p.sync_status == status)
+
+    def avg(name: str) -> Any:
+        return sa.func.sum(p[f"{name}_sum"]) / sa.func.nullif(sa.func.sum(p[f"{name}_n"]), 0)
+
+    query = sa.select(
+        day,
+        sa.func.sum(p.operations).label("executions"),
+        by_status("success").label("successes"),
+        by_status("failed").label("failures"),
+        sa.func.round(sa.func.sum(p.cost_usd), rollup_cost_decimals()).label("total_cost_usd"),
+        sa.func.sum(p.duration_ms_sum).label("total_duration_ms"),
+        sa.func.sum(p.records_processed).label("records_processed"),
+        sa.func.sum(p.bytes_read).label("bytes_read"),
+        sa.func.sum(p.bytes_written).label("bytes_written"),
+        sa.func.sum(p.quality_runs).label("quality_runs"),
+        avg("completeness").label("completeness"),
+        avg("accuracy").label("accuracy"),
+        avg("overall").label("overall_quality"),
+    ).group_by(day)
+    rows = _rows(store, query, "read daily totals")
+    for row in rows:
+        for key in (
+            "executions",
+            "successes",
+            "failures",
+            "total_duration_ms",
+            "records_processed",
+            "bytes_read",
+            "bytes_written",
+            "quality_runs",
+        ):
+            row[key] = _int(row[key])
+        row["total_cost_usd"] = _float(row["total_cost_usd"]) or 0.0
+        for key in ("completeness", "accuracy", "overall_quality"):
+            row[key] = _float(row[key])
+    return rows
+
+
+def rollup_cost_decimals() -> int:
+    from sync_observability.storage.rollups import COST_DECIMALS
+
+    return COST_DECIMALS

@@ -38,6 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_observability.errors import StorageError
+from sync_observability.storage import history_rollup
 from sync_observability.storage.schema import (
     UTCDateTime,
     metadata,
@@ -207,6 +208,8 @@ class RetentionStore:
     def count_purgeable(self, target: PurgeTarget, before: dt.datetime) -> int:
         """How many rows of ``target`` a purge with this cutoff would delete."""
         table = metadata.tables[target.table]
+        if table is sync_history:
+            history_rollup.retire_before(self.store, before)
         query = sa.select(sa.func.count()).select_from(table).where(_old(target, table, before))
         return self.store._read(
             lambda conn: conn.execute(query).scalar_one(), f"count {target.table}"
@@ -236,6 +239,7 @@ class RetentionStore:
                 _archivable(t, key, before, keep_last), *_after(t.c.sync_start_time, key, after)
             )
 
+        history_rollup.retire_before(self.store, before)
         if self.dialect == "postgresql":
             tx = _pg_archive(where, limit, now)
         else:
@@ -247,6 +251,8 @@ class RetentionStore:
     ) -> Batch:
         """Delete up to ``limit`` rows of ``target`` older than ``before``, after ``after``."""
         table = metadata.tables[target.table]
+        if table is sync_history:
+            history_rollup.retire_before(self.store, before)
 
         def where(t: sa.FromClause) -> sa.ColumnElement[bool]:
             key = self._key(t, target.key_column)

@@ -400,3 +400,66 @@ sa.Index(
     watermark_changes.c.changed_at,
 )
 sa.Index("ix_watermark_changes_sync_id", watermark_changes.c.sync_id)
+
+
+# -- roll-ups of sync_history (reports) ------------------------------------------------------
+
+# Hourly aggregates of the closed hours of sync_history, derived from it by query (see
+# storage/history_rollup.py): never written by the tracker. Grain (hour, source, target,
+# status): a few thousand rows per month whatever the number of resources. NULL names are
+# kept as NULL, hence a surrogate key.
+Float = sa.Float().with_variant(postgresql.DOUBLE_PRECISION(), "postgresql")
+sync_history_hourly = sa.Table(
+    "sync_history_hourly",
+    metadata,
+    sa.Column("row_id", sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite"), primary_key=True),
+    sa.Column("hour", UTCDateTime(), nullable=False),
+    sa.Column("source_system", sa.String(MAX_NAME_LENGTH)),
+    sa.Column("target_system", sa.String(MAX_NAME_LENGTH)),
+    sa.Column("sync_status", sa.String(16), nullable=False),
+    sa.Column("operations", Count, nullable=False),
+    sa.Column("durations", Count, nullable=False),  # rows with a duration_ms
+    sa.Column("duration_ms_sum", Count, nullable=False),
+    sa.Column("duration_ms_max", Count),
+    sa.Column("records_processed", Count, nullable=False),
+    # Run metrics (metadata["metrics"]): sums of the runs that recorded them.
+    sa.Column("cost_usd", sa.Numeric().with_variant(sa.Float(), "sqlite")),
+    sa.Column("bytes_read", Count, nullable=False),
+    sa.Column("bytes_written", Count, nullable=False),
+    sa.Column("quality_runs", Count, nullable=False),
+    sa.Column("completeness_sum", Float),
+    sa.Column("completeness_n", Count, nullable=False),
+    sa.Column("accuracy_sum", Float),
+    sa.Column("accuracy_n", Count, nullable=False),
+    sa.Column("overall_sum", Float),
+    sa.Column("overall_n", Count, nullable=False),
+)
+sa.Index("ix_sync_history_hourly_hour", sync_history_hourly.c.hour)
+
+# The failed runs of the closed hours per (hour, resource, first 100 characters of the
+# message): seed 004's error analysis (the top-errors report).
+sync_history_hourly_errors = sa.Table(
+    "sync_history_hourly_errors",
+    metadata,
+    sa.Column("row_id", sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite"), primary_key=True),
+    sa.Column("hour", UTCDateTime(), nullable=False),
+    sa.Column("resource", sa.String(MAX_NAME_LENGTH), nullable=False),
+    sa.Column("error_summary", sa.Text),
+    sa.Column("failures", Count, nullable=False),
+    sa.Column("durations", Count, nullable=False),
+    sa.Column("duration_ms_sum", Count, nullable=False),
+    sa.Column("first_start", UTCDateTime(), nullable=False),
+    sa.Column("last_start", UTCDateTime(), nullable=False),
+)
+sa.Index("ix_sync_history_hourly_errors_hour", sync_history_hourly_errors.c.hour)
+
+# One row: the roll-ups hold exactly the hours in [rolled_from, rolled_until).
+sync_rollup_state = sa.Table(
+    "sync_rollup_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("rolled_from", UTCDateTime(), nullable=False),
+    sa.Column("rolled_until", UTCDateTime(), nullable=False),
+    sa.Column("refreshed_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
+)

@@ -28,7 +28,7 @@ from sync_observability.errors import (
     WatermarkError,
     WatermarkRewindError,
 )
-from sync_observability.storage import migrate
+from sync_observability.storage import history_rollup, migrate
 from sync_observability.storage.driver import DriverExecutor
 from sync_observability.storage.engine import (
     DEFAULT_SCHEMA,
@@ -480,6 +480,9 @@ class SyncStore:
             "metadata": metadata or {},
         }
 
+        # A start in the past may land in an hour the reports' roll-ups already hold.
+        backfill = history_rollup.is_backfill(started_at, utcnow())
+
         def tx(conn: sa.Connection) -> SyncRecord:
             started = conn.execute(_START_STATE, params).one_or_none()
             if started is None:
@@ -497,6 +500,8 @@ class SyncStore:
                 raise SyncAlreadyRunningError(resource, held.current_sync_id, held.started_at)
             before = {"watermark_before": started.last_sync_time, "cursor_before": started.cursor}
             conn.execute(_INSERT_HISTORY, params | before)
+            if backfill:
+                conn.execute(history_rollup.reopen_statement(started_at))
             return SyncRecord(
                 sync_id=sync_id,
                 resource=resource,

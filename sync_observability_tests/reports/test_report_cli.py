@@ -119,3 +119,26 @@ def test_naive_as_of_is_utc_and_days_below_one_is_refused(cli):
     assert cli("failures", "--days", "0").exit_code == 2
     naive = cli("failures", "--json", "--as-of", "2025-06-15T12:30:00")
     assert len(json.loads(naive.output)) == 3
+
+
+def test_all_and_resource_options(cli):
+    unhealthy = json.loads(cli("status", "--json", *AS_OF).output)
+    every = json.loads(cli("status", "--all", "--json", *AS_OF).output)
+    assert [r["resource"] for r in unhealthy] == ["vantage/accounts", "vantage/funds"]
+    assert len(every) == 4
+    overall = json.loads(cli("cost-trends", "--json", *AS_OF).output)
+    assert [(r["date"], r["resource"], r["total_executions"]) for r in overall][:2] == [
+        ("2025-06-15", None, 6),
+        ("2025-06-14", None, 1),
+    ]
+    one = json.loads(cli("cost-trends", "--resource", "vantage/accounts", "--json", *AS_OF).output)
+    assert [(r["date"], r["total_cost_usd"]) for r in one] == [
+        ("2025-06-15", 4.25),
+        ("2025-06-14", 1.0),
+    ]
+    per = json.loads(cli("quality-trends", "--all", "--json", *AS_OF).output)
+    assert {r["resource"] for r in per} == {"vantage/accounts"}
+    refused = cli("failures", "--all", *AS_OF)
+    assert refused.exit_code == 2
+    assert "--all applies to status" in refused.output
+    assert cli("dashboard", "--resource", "x", *AS_OF).exit_code == 2

@@ -48,7 +48,7 @@ def records(frame) -> list[dict]:
 
 
 def test_status_is_seed_001_health_red_first(store, known):
-    rows = records(status(store, now=NOW))
+    rows = records(status(store, now=NOW, include_healthy=True))
     assert [(r["resource"], r["status"], r["health"]) for r in rows] == [
         ("vantage/accounts", "failed", "red"),
         ("vantage/funds", "failed", "red"),
@@ -66,7 +66,7 @@ def test_status_is_seed_001_health_red_first(store, known):
     assert contacts["duration_ms"] == 10_000
     assert deals["running_seconds"] == 600
     # Forty minutes later the running sync is stuck: red.
-    later = records(status(store, now=NOW + dt.timedelta(minutes=40)))
+    later = records(status(store, now=NOW + dt.timedelta(minutes=40), include_healthy=True))
     assert {r["resource"]: r["health"] for r in later}["crm/deals"] == "red"
 
 
@@ -305,7 +305,7 @@ def test_top_errors_grouped_by_resource_and_message(store, known):
 
 
 def test_cost_trends_per_day_and_resource(store, known):
-    rows = records(cost_trends(store, now=NOW))
+    rows = records(cost_trends(store, now=NOW, per_resource=True))
     keyed = {(r["date"].isoformat(), r["resource"]): r for r in rows}
     assert list(keyed) == [
         ("2025-06-15", "crm/contacts"),
@@ -336,7 +336,7 @@ def test_cost_trends_per_day_and_resource(store, known):
     assert (running["total_cost_usd"], running["total_duration_seconds"]) == (0.0, 0.0)
     assert keyed[("2025-06-13", "vantage/funds")]["failed_executions"] == 1
     # The window ends at now: at 11:15 the 11:30 failure had not started.
-    earlier = records(cost_trends(store, days=1, now=at("06-15 11:15")))
+    earlier = records(cost_trends(store, days=1, now=at("06-15 11:15"), per_resource=True))
     assert [(r["date"].day, r["resource"], r["total_executions"]) for r in earlier] == [
         (15, "crm/contacts", 1),
         (15, "vantage/accounts", 2),
@@ -345,7 +345,7 @@ def test_cost_trends_per_day_and_resource(store, known):
 
 
 def test_quality_trends_daily_means_and_trend(store, known):
-    rows = records(quality_trends(store, now=NOW))
+    rows = records(quality_trends(store, now=NOW, per_resource=True))
     assert [(r["date"], r["resource"], r["runs"], r["trend"]) for r in rows] == [
         (dt.date(2025, 6, 15), "vantage/accounts", 2, "improving"),
         (dt.date(2025, 6, 14), "vantage/accounts", 1, None),

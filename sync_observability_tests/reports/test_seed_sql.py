@@ -269,9 +269,11 @@ def _agree_000(results, store: SyncStore, now: dt.datetime, ids: dict[str, str])
 
 
 def _agree_001(results, store: SyncStore, now: dt.datetime) -> None:
-    report = _records(status(store, now=now))
+    report = _records(status(store, now=now, include_healthy=True))
     by_resource = {r["resource"]: r for r in report}
     assert len(by_resource) == 10
+    # The default lists the seed dashboard's red and yellow rows only, in its order.
+    assert _records(status(store, now=now)) == [r for r in report if r["health"] != "green"]
 
     (dashboard_rows,) = results["001: Monitoring Dashboard Query"]
     assert [(r["resource"], r["health_indicator"]) for r in dashboard_rows] == [
