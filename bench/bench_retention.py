@@ -8,7 +8,8 @@ Each repetition, in the same run:
    indexes are dropped for the load and rebuilt, then ``VACUUM ANALYZE``, so both start equal;
 2. **pair**: ``INSERT INTO sync_history_archive SELECT ...; DELETE FROM sync_history ...`` in one
    transaction (seed 000's strategy: the fastest possible, neither batched nor safe to
-   interrupt), timed;
+   interrupt), with the same state-aware rule as the CLI (the package's own condition, against a
+   :class:`KeepSnapshot` read inside the timer), so both move the same rows; timed;
 3. **batched**: the ``archive`` CLI (``python -m sync_observability.retention_cli --json``) as a
    subprocess on the other schema, timed by its own ``duration_ms`` (the run: lock, exact counts,
    every batch; Python start-up excluded) and by the wall clock; its peak RSS read with
@@ -26,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -38,7 +40,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_observability import SyncStore
-from sync_observability.storage.schema import sync_history
+from sync_observability.retention import DEFAULT_KEEP_LAST_PER_RESOURCE
+from sync_observability.storage.retention_store import RetentionStore, _archivable
+from sync_observability.storage.schema import UTCDateTime, sync_history, sync_history_archive
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGET_RATIO = 0.5
@@ -69,12 +73,7 @@ SELECT md5('sync' || i)::uuid::text,
 FROM generate_series(1::bigint, :rows) AS i,
      LATERAL (SELECT now() - (i::float8 / :rows) * :spread * interval '1 day' AS start) AS t
 """
-OLD = f"sync_start_time < now() - interval '{ARCHIVE_AFTER_DAYS} days' AND sync_status <> 'running'"
-PAIR = [
-    f"INSERT INTO sync_history_archive ({COLUMNS}, archived_at) "
-    f"SELECT {COLUMNS}, now() FROM sync_history WHERE {OLD}",
-    f"DELETE FROM sync_history WHERE {OLD}",
-]
+KEEP_LAST = DEFAULT_KEEP_LAST_PER_RESOURCE
 
 
 def log(message: str) -> None:
@@ -122,17 +121,23 @@ def drop(url: str, schema: str) -> None:
 
 
 def run_pair(url: str, schema: str) -> dict[str, Any]:
-    """The one-transaction INSERT ... SELECT; DELETE pair."""
-    engine = admin_engine(url)
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'SET search_path TO "{schema}"'))
-        started = time.perf_counter()
-        conn.execute(sa.text("BEGIN"))
-        moved = conn.execute(sa.text(PAIR[0])).rowcount
-        deleted = conn.execute(sa.text(PAIR[1])).rowcount
-        conn.execute(sa.text("COMMIT"))
-        seconds = time.perf_counter() - started
-    engine.dispose()
+    """The one-transaction INSERT ... SELECT; DELETE pair, keeping what the CLI keeps."""
+    store = SyncStore.from_url(url, schema=schema)
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    before = now - dt.timedelta(days=ARCHIVE_AFTER_DAYS)
+    snapshot = RetentionStore(store).keep_snapshot(KEEP_LAST)
+    old = _archivable(sync_history, sync_history.c.sync_id, before, KEEP_LAST, snapshot)
+    columns = [c.name for c in sync_history.c]
+    insert = sa.insert(sync_history_archive).from_select(
+        [*columns, "archived_at"],
+        sa.select(*sync_history.c, sa.literal(now, UTCDateTime())).where(old),
+    )
+    with store.engine.begin() as conn:
+        moved = conn.execute(insert).rowcount
+        deleted = conn.execute(sa.delete(sync_history).where(old)).rowcount
+    seconds = time.perf_counter() - started
+    store.dispose()
     assert moved == deleted, (moved, deleted)
     return {"rows": moved, "seconds": seconds}
 

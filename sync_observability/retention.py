@@ -42,6 +42,7 @@ from sync_observability.storage.retention_store import (
     HISTORY,
     PURGE_TARGETS,
     Batch,
+    KeepSnapshot,
     Keyset,
     RetentionStore,
 )
@@ -245,10 +246,12 @@ def run_retention(
     with retention.exclusive_run() as acquired:
         if not acquired:
             return skipped_result(now, dry_run=policy.dry_run)
-        steps = _plan(retention, cutoffs, policy.keep_last_per_resource)
+        # Read once per run: the last-K rule of every batch joins against them.
+        boundaries = retention.keep_snapshot(policy.keep_last_per_resource)
+        steps = _plan(retention, cutoffs, policy.keep_last_per_resource, boundaries)
         if not policy.dry_run:
             for i, step in enumerate(steps):
-                next_batch = _batches(retention, step, policy, now)
+                next_batch = _batches(retention, step, policy, now, boundaries)
                 rows, batches = _drain(next_batch, step.name, step.rows, progress)
                 steps[i] = dataclasses.replace(step, rows=rows, batches=batches)
     return RetentionResult(
@@ -268,7 +271,12 @@ def skipped_result(now: dt.datetime, *, dry_run: bool, message: str = LOCK_HELD)
     )
 
 
-def _plan(retention: RetentionStore, cutoffs: RetentionCutoffs, keep_last: int) -> list[StepResult]:
+def _plan(
+    retention: RetentionStore,
+    cutoffs: RetentionCutoffs,
+    keep_last: int,
+    boundaries: KeepSnapshot | None,
+) -> list[StepResult]:
     """The steps in order, each with the exact count of rows it would take now.
 
     History rows already past the purge age are archived and then purged by the same run, so
@@ -281,7 +289,7 @@ def _plan(retention: RetentionStore, cutoffs: RetentionCutoffs, keep_last: int) 
             table=HISTORY,
             into=ARCHIVE,
             before=archive,
-            rows=retention.count_archivable(archive, keep_last=keep_last),
+            rows=retention.count_archivable(archive, keep_last=keep_last, boundaries=boundaries),
             batches=0,
         ),
         StepResult(
@@ -290,7 +298,7 @@ def _plan(retention: RetentionStore, cutoffs: RetentionCutoffs, keep_last: int) 
             into=None,
             before=purge,
             rows=retention.count_purgeable(PURGE_TARGETS[ARCHIVE], purge)
-            + retention.count_archivable(purge, keep_last=keep_last),
+            + retention.count_archivable(purge, keep_last=keep_last, boundaries=boundaries),
             batches=0,
         ),
     ]
@@ -312,7 +320,11 @@ def _plan(retention: RetentionStore, cutoffs: RetentionCutoffs, keep_last: int) 
 
 
 def _batches(
-    retention: RetentionStore, step: StepResult, policy: RetentionPolicy, now: dt.datetime
+    retention: RetentionStore,
+    step: StepResult,
+    policy: RetentionPolicy,
+    now: dt.datetime,
+    boundaries: KeepSnapshot | None,
 ) -> Callable[[Keyset | None], Batch]:
     """The function that runs the next batch of ``step`` after a keyset position."""
     if step.action == "archive":
@@ -322,6 +334,7 @@ def _batches(
             limit=policy.batch_size,
             now=now,
             keep_last=policy.keep_last_per_resource,
+            boundaries=boundaries,
         )
     target = PURGE_TARGETS[step.table]
     return lambda after: retention.purge_batch(
