@@ -36,6 +36,7 @@ import dagster as dg
 from pydantic import Field
 
 from sync_observability.errors import InvalidInputError, SyncAlreadyRunningError
+from sync_observability.storage import partitioning
 from sync_observability.storage.retention_store import (
     ARCHIVE,
     DEFAULT_KEEP_LAST,
@@ -154,6 +155,7 @@ class StepResult:
     before: dt.datetime
     rows: int  # moved or deleted; in a dry run, what would be
     batches: int
+    partitions: int = 0  # whole months archived by detach (partitioned sync_history only)
 
     @property
     def name(self) -> str:
@@ -249,8 +251,16 @@ def run_retention(
         # Read once per run: the last-K rule of every batch joins against them.
         boundaries = retention.keep_snapshot(policy.keep_last_per_resource)
         steps = _plan(retention, cutoffs, policy.keep_last_per_resource, boundaries)
+        partitioned = retention.partitioned()
+        if partitioned and not policy.dry_run:
+            partitioning.ensure_partitions(store, now=now)
         if not policy.dry_run:
             for i, step in enumerate(steps):
+                if partitioned and step.action == "archive":
+                    steps[i] = _archive_partitioned(
+                        retention, step, policy, now, boundaries, progress
+                    )
+                    continue
                 next_batch = _batches(retention, step, policy, now, boundaries)
                 rows, batches = _drain(next_batch, step.name, step.rows, progress)
                 steps[i] = dataclasses.replace(step, rows=rows, batches=batches)
@@ -317,6 +327,49 @@ def _plan(
                 )
             )
     return steps
+
+
+def _archive_partitioned(
+    retention: RetentionStore,
+    step: StepResult,
+    policy: RetentionPolicy,
+    now: dt.datetime,
+    snapshot: KeepSnapshot | None,
+    progress: RetentionProgress | None,
+) -> StepResult:
+    """Archive a partitioned ``sync_history``: whole old months by detach, then the rest by
+    batches, one partition at a time (see :mod:`sync_observability.storage.partitioning`)."""
+    keep = policy.keep_last_per_resource
+    rows, months = partitioning.archive_partitions(
+        retention.store,
+        before=step.before,
+        now=now,
+        keeps=retention.must_stay(step.before, keep, snapshot),
+    )
+    if progress is not None:
+        progress(step.name, rows, step.rows)
+    batches = 0
+    for leaf in retention.leaf_tables():
+
+        def next_batch(after: Keyset | None, leaf: str = leaf) -> Batch:
+            return retention.archive_batch(
+                before=step.before,
+                after=after,
+                limit=policy.batch_size,
+                now=now,
+                keep_last=keep,
+                boundaries=snapshot,
+                partition=leaf,
+            )
+
+        def report(name: str, done: int, planned: int, base: int = rows) -> None:
+            if progress is not None:
+                progress(name, base + done, planned)
+
+        leaf_rows, leaf_batches = _drain(next_batch, step.name, step.rows, report)
+        rows += leaf_rows
+        batches += leaf_batches
+    return dataclasses.replace(step, rows=rows, batches=batches, partitions=len(months))
 
 
 def _batches(

@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sync_observability.errors import StorageError
+from sync_observability.storage import partitioning
 from sync_observability.storage.schema import (
     UTCDateTime,
     metadata,
@@ -387,8 +388,12 @@ class RetentionStore:
         now: dt.datetime,
         keep_last: int = DEFAULT_KEEP_LAST,
         boundaries: KeepSnapshot | None = None,
+        partition: str | None = None,
     ) -> Batch:
         """Move up to ``limit`` finished history rows older than ``before`` into the archive.
+
+        ``partition``: on a partitioned ``sync_history`` (PostgreSQL), the one partition to take
+        the batch from; a batch deletes by ``ctid``, which is unique only within a partition.
 
         Rows are taken in keyset order after ``after``; ``running`` rows are never taken, nor a
         resource's watermark-owning sync and last ``keep_last`` syncs. One transaction;
@@ -405,7 +410,10 @@ class RetentionStore:
             )
 
         if self.dialect == "postgresql":
-            tx = _pg_archive(where, limit, now)
+            source = sync_history
+            if partition is not None:
+                source = sync_history.to_metadata(sa.MetaData(), name=partition)
+            tx = _pg_archive(where, limit, now, source)
         else:
             tx = _sqlite_archive(where, limit, now)
         return self.store._write(tx, "archive a batch of sync_history")
@@ -442,6 +450,22 @@ class RetentionStore:
                 return Batch(deleted, Keyset(bound[0], bound[1]))
 
         return self.store._write(tx, f"purge a batch of {target.table}")
+
+    def partitioned(self) -> bool:
+        """Whether ``sync_history`` is partitioned (PostgreSQL, after ``partition enable``)."""
+        if self.dialect != "postgresql":
+            return False
+        return self.store._read(partitioning.is_partitioned, "check sync_history partitioning")
+
+    def leaf_tables(self) -> list[str]:
+        """A partitioned ``sync_history``'s partitions, oldest first, the default last."""
+        return self.store._read(partitioning.leaf_tables, "list sync_history partitions")
+
+    def must_stay(
+        self, before: dt.datetime, keep_last: int, snapshot: KeepSnapshot | None
+    ) -> Callable[[sa.FromClause], sa.ColumnElement[bool]]:
+        """The condition "this history row may not be archived with this cutoff", by table."""
+        return lambda t: ~_archivable(t, t.c.sync_id, before, keep_last, snapshot)
 
     def _key(self, table: sa.FromClause, key_name: str) -> sa.ColumnElement[Any]:
         """The keyset's tie-breaker after the time column: the key, or SQLite's rowid.
@@ -680,11 +704,13 @@ def _pg_delete_batch(
     return sa.delete(table).where(ctid == sa.any_(sa.func.array(picked.scalar_subquery())))
 
 
-def _pg_archive(where: Where, limit: int, now: dt.datetime) -> Callable[[sa.Connection], Batch]:
-    """One statement: pick and lock a batch, delete it, insert what was deleted."""
+def _pg_archive(
+    where: Where, limit: int, now: dt.datetime, source: sa.Table
+) -> Callable[[sa.Connection], Batch]:
+    """One statement: pick and lock a batch of ``source``, delete it, insert what was deleted."""
     moved = (
-        _pg_delete_batch(sync_history, where, "sync_start_time", "sync_id", limit)
-        .returning(*sync_history.c)
+        _pg_delete_batch(source, where, "sync_start_time", "sync_id", limit)
+        .returning(*source.c)
         .cte("moved")
     )
     inserted = (
