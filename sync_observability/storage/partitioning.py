@@ -32,6 +32,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -330,12 +332,14 @@ def archive_partitions(
     before: dt.datetime,
     now: dt.datetime,
     keeps: Any,
+    observe: Callable[[str, int, float, float], None] | None = None,
 ) -> tuple[int, list[str]]:
     """Archive, by detach, every month that ended by ``before`` and whose rows may all go.
 
     ``keeps(table)`` is the SQL condition "this row of ``table`` must stay" (running, or kept by
     the state-aware rule). Returns (rows moved, partitions moved), leftovers of an interrupted
     run included. A month that holds a row that must stay is left to the row path.
+    ``observe(month, rows, detach_seconds, move_seconds)`` is called after each month.
     """
     _require_postgres(store)
     moved = finish_detached(store, now)
@@ -364,11 +368,16 @@ def archive_partitions(
             conn.execute(sa.text(f'ALTER TABLE "{part.name}" RENAME TO "{target}"'))
             return True
 
+        started = time.perf_counter()
         try:
             store._write(detach, f"detach {part.name}")
         except _Keep:
             continue
-        moved += store._write(lambda conn, t=target: _move(conn, t, now), f"archive {target}")
+        detached = time.perf_counter()
+        rows = store._write(lambda conn, t=target: _move(conn, t, now), f"archive {target}")
+        if observe is not None:
+            observe(part.name, rows, detached - started, time.perf_counter() - detached)
+        moved += rows
         done.append(part.name)
     return moved, done
 
