@@ -9,8 +9,10 @@ import datetime as dt
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -315,4 +317,56 @@ def test_sigkill_during_detach_archival_loses_and_duplicates_nothing(
             {"c": NOW - 90 * DAY},
         ).scalar_one()
     assert old == 0 and rerun.counts["sync_history.archived"] > 0
+    engine.dispose()
+
+
+def test_two_conversions_at_once_convert_once_and_syncs_carry_on(
+    backend: Backend, store: SyncStore
+) -> None:
+    engine = backend.engine()
+    load(engine, 2000, oldest_days=120)
+    before = checksum(engine)
+    results: list[Any] = []
+
+    def convert() -> None:
+        other = backend.store()
+        try:
+            results.append(partitioning.enable_partitioning(other, now=NOW))
+        finally:
+            other.dispose()
+
+    threads = [threading.Thread(target=convert) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    tracked = finished_sync(store, "during", NOW - DAY)  # waits for the lock, then lands
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert sorted(r.converted for r in results) == [False, True]
+    count, _ = checksum(engine)
+    assert count == before[0] + 1 and tracked in ids(engine, "sync_history")
+    engine.dispose()
+
+
+def test_a_month_whose_detach_cannot_get_the_lock_goes_by_batches(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = backend.store(max_retries=0)
+    engine = backend.engine()
+    load(engine, 300, oldest_days=200)
+    partitioning.enable_partitioning(store, now=NOW)
+    monkeypatch.setattr(partitioning, "LOCK_TIMEOUT", "50ms")
+    with engine.connect() as reader:
+        reader.execute(sa.text("BEGIN"))
+        reader.execute(sa.text("SELECT count(*) FROM sync_history")).scalar_one()  # holds a lock
+        result = run_retention(store, RetentionPolicy(purge_after_days=NO_PURGE), now=NOW)
+        reader.execute(sa.text("ROLLBACK"))
+    [step] = [s for s in result.steps if s.action == "archive"]
+    assert step.partitions == 0 and step.rows > 0 and step.batches > 0
+    with engine.connect() as conn:
+        old = conn.execute(
+            sa.text("SELECT count(*) FROM sync_history WHERE sync_start_time < :c"),
+            {"c": NOW - 90 * DAY},
+        ).scalar_one()
+    assert old == 0
+    store.dispose()
     engine.dispose()

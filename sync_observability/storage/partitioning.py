@@ -38,7 +38,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_observability.errors import InvalidInputError, StorageError
+from sync_observability.errors import DatabaseUnavailableError, InvalidInputError, StorageError
 from sync_observability.storage.schema import UTCDateTime, sync_history
 from sync_observability.storage.store import SyncStore
 
@@ -47,7 +47,7 @@ DEFAULT_PARTITION = "sync_history_default"
 DETACHED_PREFIX = "sync_history_detached_"
 _MONTH_NAME = re.compile(r"^sync_history_p(\d{4})(\d{2})$")
 _COLUMNS = ", ".join(c.name for c in sync_history.c)
-LOCK_TIMEOUT = "5s"
+LOCK_TIMEOUT = "5s"  # the longest a detach or a new month waits for sync_history's lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +342,7 @@ def archive_partitions(
     ``observe(month, rows, detach_seconds, move_seconds)`` is called after each month.
     """
     _require_postgres(store)
+    lock_timeout = LOCK_TIMEOUT
     moved = finish_detached(store, now)
     done = []
 
@@ -360,7 +361,7 @@ def archive_partitions(
         def detach(
             conn: sa.Connection, part: Partition = part, q: Any = blocked, target: str = target
         ) -> bool:
-            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
             conn.execute(sa.text(f'ALTER TABLE sync_history DETACH PARTITION "{part.name}"'))
             # Again under the lock: a row inserted or a watermark moved since the first look.
             if conn.execute(q).scalar_one():
@@ -371,7 +372,9 @@ def archive_partitions(
         started = time.perf_counter()
         try:
             store._write(detach, f"detach {part.name}")
-        except _Keep:
+        except (_Keep, DatabaseUnavailableError):
+            # A row must stay, or the lock on sync_history was not granted within the lock
+            # timeout (a long query holds it): the month goes the batched way.
             continue
         detached = time.perf_counter()
         rows = store._write(lambda conn, t=target: _move(conn, t, now), f"archive {target}")
