@@ -217,7 +217,8 @@ def describe(steps: tuple[StepResult, ...], *, dry_run: bool) -> str:
         verb = {"archive": "archive", "purge": "delete"}[step.action]
         verb = f"would {verb}" if dry_run else f"{verb}d"
         where = f" into {step.into}" if step.into else ""
-        parts.append(f"{verb} {step.rows:,} rows of {step.table}{where}")
+        months = f" ({step.partitions} whole months by detach)" if step.partitions else ""
+        parts.append(f"{verb} {step.rows:,} rows of {step.table}{where}{months}")
     return "; ".join(parts)
 
 

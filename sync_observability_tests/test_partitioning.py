@@ -217,6 +217,7 @@ def test_old_months_are_archived_by_detach_and_the_rest_by_batches(
     [step] = [s for s in result.steps if s.action == "archive"]
     assert step.rows == len(to_archive)
     assert step.partitions == len(whole)
+    assert f"({len(whole)} whole months by detach)" in result.message
     assert step.batches > 0  # the month with the running sync and the one across the cutoff
     assert ids(engine, "sync_history_archive") == to_archive
     left = names(engine)
