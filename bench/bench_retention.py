@@ -8,7 +8,8 @@ Each repetition, in the same run:
    indexes are dropped for the load and rebuilt, then ``VACUUM ANALYZE``, so both start equal;
 2. **pair**: ``INSERT INTO sync_history_archive SELECT ...; DELETE FROM sync_history ...`` in one
    transaction (seed 000's strategy: the fastest possible, neither batched nor safe to
-   interrupt), timed;
+   interrupt), with the same state-aware rule as the CLI (the package's own condition, against a
+   :class:`KeepSnapshot` read inside the timer), so both move the same rows; timed;
 3. **batched**: the ``archive`` CLI (``python -m sync_observability.retention_cli --json``) as a
    subprocess on the other schema, timed by its own ``duration_ms`` (the run: lock, exact counts,
    every batch; Python start-up excluded) and by the wall clock; its peak RSS read with
@@ -17,15 +18,23 @@ Each repetition, in the same run:
 The order of 2 and 3 alternates between repetitions. A last CLI run on a 10,000-row table gives
 the memory baseline: a flat peak RSS means no rows are loaded into Python.
 
+With ``--partitioned`` it measures the partitioned table instead (issue 4 item 3): one schema
+loaded the same way (stale running rows failed, as the reaper does), converted by
+``enable_partitioning`` (timed), then archived by ``archive_partitions``, the detach path of a
+retention run, which reports for every whole month it moves the time of the detach transaction
+(the lock on ``sync_history``) and of the copy of the detached month into the archive.
+
 Usage::
 
     python bench/bench_retention.py --rows 5000000 --repeat 3
     python bench/bench_retention.py --rows 200000 --repeat 1 --batch-size 5000
+    python bench/bench_retention.py --rows 5000000 --partitioned
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -38,7 +47,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_observability import SyncStore
-from sync_observability.storage.schema import sync_history
+from sync_observability.retention import DEFAULT_KEEP_LAST_PER_RESOURCE
+from sync_observability.storage import partitioning
+from sync_observability.storage.retention_store import RetentionStore, _archivable
+from sync_observability.storage.schema import UTCDateTime, sync_history, sync_history_archive
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGET_RATIO = 0.5
@@ -69,12 +81,12 @@ SELECT md5('sync' || i)::uuid::text,
 FROM generate_series(1::bigint, :rows) AS i,
      LATERAL (SELECT now() - (i::float8 / :rows) * :spread * interval '1 day' AS start) AS t
 """
-OLD = f"sync_start_time < now() - interval '{ARCHIVE_AFTER_DAYS} days' AND sync_status <> 'running'"
-PAIR = [
-    f"INSERT INTO sync_history_archive ({COLUMNS}, archived_at) "
-    f"SELECT {COLUMNS}, now() FROM sync_history WHERE {OLD}",
-    f"DELETE FROM sync_history WHERE {OLD}",
-]
+KEEP_LAST = DEFAULT_KEEP_LAST_PER_RESOURCE
+REAP_STALE = (
+    "UPDATE sync_history SET sync_status = 'failed', sync_end_time = sync_start_time, "
+    "error_message = 'reaped' WHERE sync_status = 'running' "
+    "AND sync_start_time < now() - interval '1 day'"
+)
 
 
 def log(message: str) -> None:
@@ -122,17 +134,23 @@ def drop(url: str, schema: str) -> None:
 
 
 def run_pair(url: str, schema: str) -> dict[str, Any]:
-    """The one-transaction INSERT ... SELECT; DELETE pair."""
-    engine = admin_engine(url)
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'SET search_path TO "{schema}"'))
-        started = time.perf_counter()
-        conn.execute(sa.text("BEGIN"))
-        moved = conn.execute(sa.text(PAIR[0])).rowcount
-        deleted = conn.execute(sa.text(PAIR[1])).rowcount
-        conn.execute(sa.text("COMMIT"))
-        seconds = time.perf_counter() - started
-    engine.dispose()
+    """The one-transaction INSERT ... SELECT; DELETE pair, keeping what the CLI keeps."""
+    store = SyncStore.from_url(url, schema=schema)
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    before = now - dt.timedelta(days=ARCHIVE_AFTER_DAYS)
+    snapshot = RetentionStore(store).keep_snapshot(KEEP_LAST)
+    old = _archivable(sync_history, sync_history.c.sync_id, before, KEEP_LAST, snapshot)
+    columns = [c.name for c in sync_history.c]
+    insert = sa.insert(sync_history_archive).from_select(
+        [*columns, "archived_at"],
+        sa.select(*sync_history.c, sa.literal(now, UTCDateTime())).where(old),
+    )
+    with store.engine.begin() as conn:
+        moved = conn.execute(insert).rowcount
+        deleted = conn.execute(sa.delete(sync_history).where(old)).rowcount
+    seconds = time.perf_counter() - started
+    store.dispose()
     assert moved == deleted, (moved, deleted)
     return {"rows": moved, "seconds": seconds}
 
@@ -175,15 +193,81 @@ def run_cli(url: str, schema: str, batch_size: int) -> dict[str, Any]:
     }
 
 
+def run_partitioned(url: str, rows: int, tag: str) -> dict[str, Any]:
+    """Load, partition (timed), then archive whole old months by detach (each timed)."""
+    schema = f"bench_ret_{tag}_partitioned"
+    try:
+        load(url, schema, rows)
+        engine = admin_engine(url)
+        with engine.connect() as conn:
+            # The generator leaves 0.1% of rows running at every age; a month holding one
+            # cannot be detached (it must stay), so fail the stale ones as the reaper would.
+            conn.execute(sa.text(f'SET search_path TO "{schema}"'))
+            conn.execute(sa.text(REAP_STALE))
+        engine.dispose()
+        store = SyncStore.from_url(url, schema=schema)
+        now = dt.datetime.now(dt.timezone.utc)
+        started = time.perf_counter()
+        enabled = partitioning.enable_partitioning(store, now=now)
+        enable_s = time.perf_counter() - started
+        log(
+            f"partitioned {enabled.rows:,} rows into {len(enabled.partitions)} months in "
+            f"{enable_s:.1f}s"
+        )
+        engine = admin_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'SET search_path TO "{schema}"'))
+            conn.execute(sa.text("VACUUM ANALYZE sync_history"))
+            conn.execute(sa.text("CHECKPOINT"))
+        engine.dispose()
+        before = now - dt.timedelta(days=ARCHIVE_AFTER_DAYS)
+        retention = RetentionStore(store)
+        months: list[dict[str, Any]] = []
+
+        def observe(name: str, moved: int, detach_s: float, move_s: float) -> None:
+            months.append({"month": name, "rows": moved, "detach_s": detach_s, "move_s": move_s})
+
+        started = time.perf_counter()
+        snapshot = retention.keep_snapshot(KEEP_LAST)
+        moved, _ = partitioning.archive_partitions(
+            store,
+            before=before,
+            now=now,
+            keeps=retention.must_stay(before, KEEP_LAST, snapshot),
+            observe=observe,
+        )
+        total_s = time.perf_counter() - started
+        store.dispose()
+    finally:
+        drop(url, schema)
+    detach = [m["detach_s"] for m in months]
+    return {
+        "rows_loaded": rows,
+        "enable_s": round(enable_s, 2),
+        "months_detached": len(months),
+        "rows_moved_by_detach": moved,
+        "rows_per_month_median": statistics.median(m["rows"] for m in months),
+        "detach_s_median": round(statistics.median(detach), 4),
+        "detach_s_max": round(max(detach), 4),
+        "move_s_median": round(statistics.median(m["move_s"] for m in months), 3),
+        "detach_path_total_s": round(total_s, 2),
+        "detach_path_rows_per_s": round(moved / total_s),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--partitioned", action="store_true", help="measure detach instead")
     args = parser.parse_args()
     url = args.database_url
     tag = uuid.uuid4().hex[:8]
+    if args.partitioned:
+        print(json.dumps(run_partitioned(url, args.rows, tag), indent=2))
+        return
 
     baseline_schema = f"bench_ret_{tag}_small"
     load(url, baseline_schema, 10_000)

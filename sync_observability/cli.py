@@ -40,6 +40,7 @@ from sync_observability.cli_support import (
     when,
 )
 from sync_observability.health import status_overview
+from sync_observability.partition_cli import partition_command
 from sync_observability.report_cli import report as report_command
 from sync_observability.retention_cli import archive as archive_command
 from sync_observability.storage import migrate as migrations
@@ -293,6 +294,7 @@ def _print_run(
 
 main.add_command(alerts_command)
 main.add_command(archive_command)
+main.add_command(partition_command, name="partition")
 main.add_command(report_command, name="report")
 main.add_command(watermark_command, name="watermark")
 

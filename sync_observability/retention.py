@@ -36,12 +36,14 @@ import dagster as dg
 from pydantic import Field
 
 from sync_observability.errors import InvalidInputError, SyncAlreadyRunningError
+from sync_observability.storage import partitioning
 from sync_observability.storage.retention_store import (
     ARCHIVE,
     DEFAULT_KEEP_LAST,
     HISTORY,
     PURGE_TARGETS,
     Batch,
+    KeepSnapshot,
     Keyset,
     RetentionStore,
 )
@@ -153,6 +155,7 @@ class StepResult:
     before: dt.datetime
     rows: int  # moved or deleted; in a dry run, what would be
     batches: int
+    partitions: int = 0  # whole months archived by detach (partitioned sync_history only)
 
     @property
     def name(self) -> str:
@@ -214,7 +217,8 @@ def describe(steps: tuple[StepResult, ...], *, dry_run: bool) -> str:
         verb = {"archive": "archive", "purge": "delete"}[step.action]
         verb = f"would {verb}" if dry_run else f"{verb}d"
         where = f" into {step.into}" if step.into else ""
-        parts.append(f"{verb} {step.rows:,} rows of {step.table}{where}")
+        months = f" ({step.partitions} whole months by detach)" if step.partitions else ""
+        parts.append(f"{verb} {step.rows:,} rows of {step.table}{where}{months}")
     return "; ".join(parts)
 
 
@@ -245,10 +249,20 @@ def run_retention(
     with retention.exclusive_run() as acquired:
         if not acquired:
             return skipped_result(now, dry_run=policy.dry_run)
-        steps = _plan(retention, cutoffs, policy.keep_last_per_resource)
+        # Read once per run: the last-K rule of every batch joins against them.
+        boundaries = retention.keep_snapshot(policy.keep_last_per_resource)
+        steps = _plan(retention, cutoffs, policy.keep_last_per_resource, boundaries)
+        partitioned = retention.partitioned()
+        if partitioned and not policy.dry_run:
+            partitioning.ensure_partitions(store, now=now)
         if not policy.dry_run:
             for i, step in enumerate(steps):
-                next_batch = _batches(retention, step, policy, now)
+                if partitioned and step.action == "archive":
+                    steps[i] = _archive_partitioned(
+                        retention, step, policy, now, boundaries, progress
+                    )
+                    continue
+                next_batch = _batches(retention, step, policy, now, boundaries)
                 rows, batches = _drain(next_batch, step.name, step.rows, progress)
                 steps[i] = dataclasses.replace(step, rows=rows, batches=batches)
     return RetentionResult(
@@ -268,7 +282,12 @@ def skipped_result(now: dt.datetime, *, dry_run: bool, message: str = LOCK_HELD)
     )
 
 
-def _plan(retention: RetentionStore, cutoffs: RetentionCutoffs, keep_last: int) -> list[StepResult]:
+def _plan(
+    retention: RetentionStore,
+    cutoffs: RetentionCutoffs,
+    keep_last: int,
+    boundaries: KeepSnapshot | None,
+) -> list[StepResult]:
     """The steps in order, each with the exact count of rows it would take now.
 
     History rows already past the purge age are archived and then purged by the same run, so
@@ -281,7 +300,7 @@ def _plan(retention: RetentionStore, cutoffs: RetentionCutoffs, keep_last: int) 
             table=HISTORY,
             into=ARCHIVE,
             before=archive,
-            rows=retention.count_archivable(archive, keep_last=keep_last),
+            rows=retention.count_archivable(archive, keep_last=keep_last, boundaries=boundaries),
             batches=0,
         ),
         StepResult(
@@ -290,7 +309,7 @@ def _plan(retention: RetentionStore, cutoffs: RetentionCutoffs, keep_last: int) 
             into=None,
             before=purge,
             rows=retention.count_purgeable(PURGE_TARGETS[ARCHIVE], purge)
-            + retention.count_archivable(purge, keep_last=keep_last),
+            + retention.count_archivable(purge, keep_last=keep_last, boundaries=boundaries),
             batches=0,
         ),
     ]
@@ -311,8 +330,55 @@ def _plan(retention: RetentionStore, cutoffs: RetentionCutoffs, keep_last: int) 
     return steps
 
 
+def _archive_partitioned(
+    retention: RetentionStore,
+    step: StepResult,
+    policy: RetentionPolicy,
+    now: dt.datetime,
+    snapshot: KeepSnapshot | None,
+    progress: RetentionProgress | None,
+) -> StepResult:
+    """Archive a partitioned ``sync_history``: whole old months by detach, then the rest by
+    batches, one partition at a time (see :mod:`sync_observability.storage.partitioning`)."""
+    keep = policy.keep_last_per_resource
+    rows, months = partitioning.archive_partitions(
+        retention.store,
+        before=step.before,
+        now=now,
+        keeps=retention.must_stay(step.before, keep, snapshot),
+    )
+    if progress is not None:
+        progress(step.name, rows, step.rows)
+    batches = 0
+    for leaf in retention.leaf_tables():
+
+        def next_batch(after: Keyset | None, leaf: str = leaf) -> Batch:
+            return retention.archive_batch(
+                before=step.before,
+                after=after,
+                limit=policy.batch_size,
+                now=now,
+                keep_last=keep,
+                boundaries=snapshot,
+                partition=leaf,
+            )
+
+        def report(name: str, done: int, planned: int, base: int = rows) -> None:
+            if progress is not None:
+                progress(name, base + done, planned)
+
+        leaf_rows, leaf_batches = _drain(next_batch, step.name, step.rows, report)
+        rows += leaf_rows
+        batches += leaf_batches
+    return dataclasses.replace(step, rows=rows, batches=batches, partitions=len(months))
+
+
 def _batches(
-    retention: RetentionStore, step: StepResult, policy: RetentionPolicy, now: dt.datetime
+    retention: RetentionStore,
+    step: StepResult,
+    policy: RetentionPolicy,
+    now: dt.datetime,
+    boundaries: KeepSnapshot | None,
 ) -> Callable[[Keyset | None], Batch]:
     """The function that runs the next batch of ``step`` after a keyset position."""
     if step.action == "archive":
@@ -322,6 +388,7 @@ def _batches(
             limit=policy.batch_size,
             now=now,
             keep_last=policy.keep_last_per_resource,
+            boundaries=boundaries,
         )
     target = PURGE_TARGETS[step.table]
     return lambda after: retention.purge_batch(

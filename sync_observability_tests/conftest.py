@@ -71,15 +71,38 @@ def postgres_database_url() -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+# The tracking modules also run on a sync_history partitioned by month (sync-obs partition
+# enable): they override `backend` with these params (see make_backend).
+WITH_PARTITIONED = [
+    *BACKENDS,
+    pytest.param("postgresql-partitioned", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
     """The database under test: a SQLite file, or a fresh schema on PostgreSQL."""
+    yield from make_backend(request, tmp_path)
+
+
+def make_backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """The body of ``backend``, for modules that override it with :data:`WITH_PARTITIONED`:
+    ``postgresql-partitioned`` is a PostgreSQL schema whose sync_history was partitioned."""
     if request.param == "sqlite":
         yield Backend("sqlite", f"sqlite:///{tmp_path / 'sync.db'}")
         return
     url = request.getfixturevalue("postgres_database_url")
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield Backend("postgresql", url, schema)
+    backend = Backend("postgresql", url, schema)
+    if request.param == "postgresql-partitioned":
+        from sync_observability.storage.partitioning import enable_partitioning
+        from sync_observability.storage.store import utcnow
+
+        store = backend.store()
+        assert enable_partitioning(store, now=utcnow()).converted
+        store.dispose()
+    yield backend
     engine = _admin_engine(url)
     with engine.connect() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

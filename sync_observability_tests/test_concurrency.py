@@ -12,6 +12,7 @@ import queue
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -19,7 +20,14 @@ import pytest
 import sqlalchemy as sa
 
 from sync_observability import SyncAlreadyRunningError, SyncRecord, SyncStore, SyncTracker
-from sync_observability_tests.conftest import Backend
+from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
+
+
+@pytest.fixture(params=WITH_PARTITIONED)
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """SQLite, PostgreSQL, and PostgreSQL with sync_history partitioned by month."""
+    yield from make_backend(request, tmp_path)
+
 
 pytestmark = pytest.mark.slow
 

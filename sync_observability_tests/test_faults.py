@@ -31,7 +31,14 @@ from sync_observability import (
     SyncTracker,
 )
 from sync_observability.storage import engine as engine_module
-from sync_observability_tests.conftest import Backend, _admin_engine
+from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, _admin_engine, make_backend
+
+
+@pytest.fixture(params=WITH_PARTITIONED)
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """SQLite, PostgreSQL, and PostgreSQL with sync_history partitioned by month."""
+    yield from make_backend(request, tmp_path)
+
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

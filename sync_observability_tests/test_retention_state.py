@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from sync_observability import InvalidInputError, SyncStore
 from sync_observability.retention import RetentionPolicy, SyncRetentionConfig, run_retention
 from sync_observability.retention_cli import archive
+from sync_observability.storage.retention_store import RetentionStore, _archivable
 from sync_observability.storage.schema import sync_history, sync_history_archive
 from sync_observability.storage.store import SyncOutcome
 from sync_observability_tests.conftest import Backend
@@ -244,4 +245,44 @@ def test_the_cli_passes_keep_last(backend: Backend, store: SyncStore) -> None:
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["counts"]["sync_history.archived"] == archived
     assert ids_in(engine, sync_history) == {ids[-1]}  # the owner, even at --keep-last 0
+    engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_watermark_rewound_during_a_run_keeps_its_new_owner(
+    backend: Backend, store: SyncStore
+) -> None:
+    """PostgreSQL reads what archival keeps once per run (KeepSnapshot); a watermark rewound
+    after that read is still honoured by every later batch, and the snapshot's rule counts
+    exactly what the per-row rule counts."""
+    engine = backend.engine()
+    retention = RetentionStore(store)
+    expected = plan(store, engine, keep_last=3)
+    before = NOW - 90 * DAY
+    snapshot = retention.keep_snapshot(3)
+    assert snapshot is not None
+    key = sync_history.c.sync_id
+    per_row = sa.select(sa.func.count()).where(_archivable(sync_history, key, before, 3))
+    with engine.connect() as conn:
+        assert conn.execute(per_row).scalar_one() == len(expected.to_archive)
+    assert retention.count_archivable(before, keep_last=3, boundaries=snapshot) == len(
+        expected.to_archive
+    )
+    # After the snapshot: the "moving" resource is rewound to its 3rd sync, which the snapshot
+    # says archival may move; the batch must see the current watermark and keep it.
+    moving = expected.ids["moving"]
+    store.rewind_to_sync("moving", moving[2], reason="replay", changed_by="test")
+    moved = 0
+    while True:
+        batch = retention.archive_batch(
+            before=before, after=None, limit=1000, now=NOW, keep_last=3, boundaries=snapshot
+        )
+        moved += batch.rows
+        if batch.rows == 0:
+            break
+    online = ids_in(engine, sync_history)
+    assert moving[2] in online
+    assert moving[29] not in online  # no longer the owner: it moved
+    assert moved == len(expected.to_archive)  # one kept more (the new owner), one fewer kept
     engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,7 +40,14 @@ from sync_observability import (
 from sync_observability.errors import WatermarkAheadError
 from sync_observability.storage.schema import sync_history, sync_state
 from sync_observability.storage.store import DEFAULT_MAX_AHEAD
-from sync_observability_tests.conftest import Backend
+from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
+
+
+@pytest.fixture(params=WITH_PARTITIONED)
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """SQLite, PostgreSQL, and PostgreSQL with sync_history partitioned by month."""
+    yield from make_backend(request, tmp_path)
+
 
 pytestmark = pytest.mark.slow
 

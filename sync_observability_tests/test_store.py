@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +19,14 @@ from sync_observability import (
     SyncStore,
 )
 from sync_observability.storage.schema import sync_history, sync_state
-from sync_observability_tests.conftest import Backend
+from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
+
+
+@pytest.fixture(params=WITH_PARTITIONED)
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """SQLite, PostgreSQL, and PostgreSQL with sync_history partitioned by month."""
+    yield from make_backend(request, tmp_path)
+
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2025, 11, 5, 10, 0, 0, 123456, tzinfo=UTC)

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -24,8 +24,15 @@ from sync_observability import (
     WatermarkRewindError,
 )
 from sync_observability.tracking import TRACEBACK_LIMIT
-from sync_observability_tests.conftest import Backend
+from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
 from sync_observability_tests.test_store import snapshot
+
+
+@pytest.fixture(params=WITH_PARTITIONED)
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """SQLite, PostgreSQL, and PostgreSQL with sync_history partitioned by month."""
+    yield from make_backend(request, tmp_path)
+
 
 UTC = dt.timezone.utc
 

@@ -11,6 +11,7 @@ import multiprocessing
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,7 +34,14 @@ from sync_observability.errors import (
 )
 from sync_observability.storage.schema import sync_state
 from sync_observability.watermark_cli import watermark
-from sync_observability_tests.conftest import Backend
+from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
+
+
+@pytest.fixture(params=WITH_PARTITIONED)
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """SQLite, PostgreSQL, and PostgreSQL with sync_history partitioned by month."""
+    yield from make_backend(request, tmp_path)
+
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2025, 11, 5, 10, 0, tzinfo=UTC)

@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: Dagster reads the asset parameters' annotations.
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -12,7 +13,14 @@ from sync_observability.alerting import SyncAlerting
 from sync_observability.sensors import sync_consecutive_failures_sensor
 from sync_observability.storage.alert_store import AlertStore
 from sync_observability_tests.alerts.dagster_helpers import tick
-from sync_observability_tests.conftest import Backend
+from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
+
+
+@pytest.fixture(params=WITH_PARTITIONED)
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
+    """SQLite, PostgreSQL, and PostgreSQL with sync_history partitioned by month."""
+    yield from make_backend(request, tmp_path)
+
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 

@@ -15,9 +15,12 @@ indexes until vacuum, and rescanning them on every batch would make a long run q
 
 State-aware: archival never moves the sync that produced a resource's current watermark, nor
 the last ``keep_last`` syncs of each resource, whatever their age (see :func:`_unprotected`).
-Both are conditions of the batch's own ``WHERE``, evaluated per candidate row through the
-``(resource, sync_start_time)`` index, so the counts of a dry run are those of a real run and a
-batch still reads only its own rows plus a few index entries per row.
+Both are conditions of the batch's own ``WHERE``, so the counts of a dry run are those of a real
+run. On PostgreSQL the last-K rule is a hash join against one boundary per resource (the
+(time, key) of its K-th newest sync, :class:`KeepBoundaries`), read once per run by skipping
+through the ``(resource, sync_start_time)`` index; on SQLite it is evaluated per candidate row
+through that index. The watermark owner is checked per row on both (a primary-key probe of
+``sync_state``, rarely more), so a watermark moved by hand during a run is honoured at once.
 
 One run at a time: on PostgreSQL a session advisory lock, held on a dedicated connection for the
 whole run (released by the server if the process dies). SQLite has no such lock and needs none:
@@ -36,9 +39,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from sync_observability.errors import StorageError
-from sync_observability.storage import history_rollup
+from sync_observability.storage import history_rollup, partitioning
 from sync_observability.storage.schema import (
     UTCDateTime,
     metadata,
@@ -68,6 +72,91 @@ class Batch:
 
     rows: int
     last: Keyset | None
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepSnapshot:
+    """What state-aware archival protects, read once at the start of a run (PostgreSQL).
+
+    Last K: per resource, the (start time, sync_id) of its ``keep_last``-th newest sync. A row
+    is not among its resource's last ``keep_last`` syncs exactly when it comes before that
+    boundary in (time, key) order; a resource with fewer syncs has no boundary and keeps them
+    all. Rows added later only push the boundaries forward, and the rows at or after a boundary
+    are never archived, so a row before its boundary stays before it for the whole run.
+
+    Watermark owners: per resource with a time watermark, that watermark and the sync that
+    owned it (None when no successful sync in history has it). A batch compares a row with the
+    *current* ``sync_state``: a row that does not match its resource's current watermark owns
+    nothing; one that matches it is archivable only if the watermark is still the one of the
+    snapshot and the row is not the snapshot's owner (later matching syncs are newer still).
+    A watermark changed during the run keeps all of its matching rows until the next run.
+    """
+
+    keep_last: int
+    resources: tuple[str, ...]
+    times: tuple[dt.datetime, ...]
+    keys: tuple[str, ...]
+    owned_resources: tuple[str, ...]
+    owned_watermarks: tuple[dt.datetime, ...]
+    owner_ids: tuple[str, ...]
+
+    def not_last(
+        self, row: sa.FromClause, row_key: sa.ColumnElement[Any], before: dt.datetime
+    ) -> sa.ColumnElement[bool]:
+        """``row``, which started before ``before``, is not among its resource's last K.
+
+        A resource whose boundary is at or after ``before`` (any resource still syncing) keeps
+        none of the rows before it: an ``= ANY`` of a constant array, which PostgreSQL hashes.
+        Only the other resources' rows are compared with their boundary, in a short list.
+        """
+        free = [r for r, t in zip(self.resources, self.times, strict=True) if t >= before]
+        rest = [i for i, t in enumerate(self.times) if t < before]
+        conditions = [row.c.resource == sa.any_(sa.literal(free, _TEXT_ARRAY))] if free else []
+        if rest:
+            bound = (
+                sa.func.unnest(
+                    sa.literal([self.resources[i] for i in rest], _TEXT_ARRAY),
+                    sa.literal([self.times[i] for i in rest], _TIME_ARRAY),
+                    sa.literal([self.keys[i] for i in rest], _TEXT_ARRAY),
+                )
+                .table_valued("resource", "boundary_time", "boundary_key")
+                .render_derived(name="keep_boundary")
+            )
+            conditions.append(
+                sa.exists(
+                    sa.select(sa.literal(1))
+                    .select_from(bound)
+                    .where(
+                        bound.c.resource == row.c.resource,
+                        sa.tuple_(row.c.sync_start_time, row_key)
+                        < sa.tuple_(bound.c.boundary_time, bound.c.boundary_key),
+                    )
+                )
+            )
+        return sa.or_(sa.false(), *conditions)
+
+    def owned(self) -> sa.TableValuedAlias:
+        """The snapshot's owned watermarks as a ``(resource, watermark)`` table (``unnest``)."""
+        return (
+            sa.func.unnest(
+                sa.literal(list(self.owned_resources), _TEXT_ARRAY),
+                sa.literal(list(self.owned_watermarks), _TIME_ARRAY),
+            )
+            .table_valued("resource", "watermark")
+            .render_derived(name="keep_owned")
+        )
+
+    def owners(self) -> sa.TableValuedAlias:
+        """The snapshot's owner sync ids as a one-column table (``unnest``)."""
+        return (
+            sa.func.unnest(sa.literal(list(self.owner_ids), _TEXT_ARRAY))
+            .table_valued("owner_id")
+            .render_derived(name="keep_owner")
+        )
+
+
+_TEXT_ARRAY = postgresql.ARRAY(sa.Text())
+_TIME_ARRAY = postgresql.ARRAY(sa.DateTime(timezone=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,18 +281,93 @@ class RetentionStore:
 
     # -- counts (dry run and progress) -----------------------------------------------------
 
-    def count_archivable(self, before: dt.datetime, *, keep_last: int = DEFAULT_KEEP_LAST) -> int:
+    def keep_snapshot(self, keep_last: int = DEFAULT_KEEP_LAST) -> KeepSnapshot | None:
+        """What archival protects now, for a whole run (PostgreSQL; None on SQLite).
+
+        Two queries. Boundaries: the distinct resources by a skip scan of the
+        ``(resource, sync_start_time)`` index, then for each its ``keep_last``-th newest entry:
+        resources x ``keep_last`` index entries, whatever the table's size. Owners: for each
+        ``sync_state`` row with a time watermark, the latest successful sync that has it.
+        """
+        if self.dialect != "postgresql":
+            return None
+        boundaries = sa.text(
+            """
+            WITH RECURSIVE resources(resource) AS (
+                (SELECT resource FROM sync_history ORDER BY resource LIMIT 1)
+                UNION ALL
+                SELECT (SELECT h.resource FROM sync_history h WHERE h.resource > r.resource
+                        ORDER BY h.resource LIMIT 1)
+                FROM resources r WHERE r.resource IS NOT NULL
+            )
+            SELECT r.resource, k.sync_start_time, k.sync_id
+            FROM resources r CROSS JOIN LATERAL (
+                SELECT h.sync_start_time, h.sync_id FROM sync_history h
+                WHERE h.resource = r.resource
+                ORDER BY h.sync_start_time DESC, h.sync_id DESC
+                OFFSET :skip LIMIT 1
+            ) k
+            """
+        ).columns(resource=sa.Text(), sync_start_time=UTCDateTime(), sync_id=sa.Text())
+        owners = sa.text(
+            """
+            SELECT s.resource, s.last_sync_time, o.sync_id
+            FROM sync_state s LEFT JOIN LATERAL (
+                SELECT h.sync_id FROM sync_history h
+                WHERE h.resource = s.resource AND h.sync_status = 'success'
+                  AND h.watermark_after = s.last_sync_time
+                ORDER BY h.sync_start_time DESC, h.sync_id DESC
+                LIMIT 1
+            ) o ON true
+            WHERE s.last_sync_time IS NOT NULL
+            """
+        ).columns(resource=sa.Text(), last_sync_time=UTCDateTime(), sync_id=sa.Text())
+
+        def read(conn: sa.Connection) -> KeepSnapshot:
+            bounds = []
+            if keep_last > 0:
+                bounds = conn.execute(boundaries, {"skip": keep_last - 1}).all()
+            owned = [row for row in conn.execute(owners) if row[2] is not None]
+            return KeepSnapshot(
+                keep_last=keep_last,
+                resources=tuple(row[0] for row in bounds),
+                times=tuple(row[1] for row in bounds),
+                keys=tuple(row[2] for row in bounds),
+                owned_resources=tuple(row[0] for row in owned),
+                owned_watermarks=tuple(row[1] for row in owned),
+                owner_ids=tuple(row[2] for row in owned),
+            )
+
+        # One snapshot: both reads see the same database.
+        return self.store._write(read, "read what archival keeps")
+
+    def count_archivable(
+        self,
+        before: dt.datetime,
+        *,
+        keep_last: int = DEFAULT_KEEP_LAST,
+        boundaries: KeepSnapshot | None = None,
+    ) -> int:
         """How many ``sync_history`` rows an archive with this cutoff would move.
 
-        The same condition as :meth:`archive_batch`'s, so the count is exact.
+        The same condition as :meth:`archive_batch`'s, so the count is exact. ``boundaries``:
+        from :meth:`keep_snapshot` (read here when None on PostgreSQL).
         """
+        boundaries = self._snapshot(keep_last, boundaries)
         key = self._key(sync_history, "sync_id")
         query = (
             sa.select(sa.func.count())
             .select_from(sync_history)
-            .where(_archivable(sync_history, key, before, keep_last))
+            .where(_archivable(sync_history, key, before, keep_last, boundaries))
         )
         return self.store._read(lambda conn: conn.execute(query).scalar_one(), "count history")
+
+    def _snapshot(self, keep_last: int, snapshot: KeepSnapshot | None) -> KeepSnapshot | None:
+        if snapshot is not None:
+            if snapshot.keep_last != keep_last:
+                raise ValueError(f"the snapshot is for keep_last={snapshot.keep_last}")
+            return snapshot
+        return self.keep_snapshot(keep_last)
 
     def count_purgeable(self, target: PurgeTarget, before: dt.datetime) -> int:
         """How many rows of ``target`` a purge with this cutoff would delete."""
@@ -225,23 +389,34 @@ class RetentionStore:
         limit: int,
         now: dt.datetime,
         keep_last: int = DEFAULT_KEEP_LAST,
+        boundaries: KeepSnapshot | None = None,
+        partition: str | None = None,
     ) -> Batch:
         """Move up to ``limit`` finished history rows older than ``before`` into the archive.
 
+        ``partition``: on a partitioned ``sync_history`` (PostgreSQL), the one partition to take
+        the batch from; a batch deletes by ``ctid``, which is unique only within a partition.
+
         Rows are taken in keyset order after ``after``; ``running`` rows are never taken, nor a
         resource's watermark-owning sync and last ``keep_last`` syncs. One transaction;
-        ``archived_at`` is ``now``.
+        ``archived_at`` is ``now``. A run passes the ``boundaries`` it read once
+        (:meth:`keep_snapshot`); without them each call reads its own.
         """
+        boundaries = self._snapshot(keep_last, boundaries)
 
         def where(t: sa.FromClause) -> sa.ColumnElement[bool]:
             key = self._key(t, "sync_id")
             return sa.and_(
-                _archivable(t, key, before, keep_last), *_after(t.c.sync_start_time, key, after)
+                _archivable(t, key, before, keep_last, boundaries),
+                *_after(t.c.sync_start_time, key, after),
             )
 
         history_rollup.retire_before(self.store, before)
         if self.dialect == "postgresql":
-            tx = _pg_archive(where, limit, now)
+            source = sync_history
+            if partition is not None:
+                source = sync_history.to_metadata(sa.MetaData(), name=partition)
+            tx = _pg_archive(where, limit, now, source)
         else:
             tx = _sqlite_archive(where, limit, now)
         return self.store._write(tx, "archive a batch of sync_history")
@@ -281,6 +456,22 @@ class RetentionStore:
 
         return self.store._write(tx, f"purge a batch of {target.table}")
 
+    def partitioned(self) -> bool:
+        """Whether ``sync_history`` is partitioned (PostgreSQL, after ``partition enable``)."""
+        if self.dialect != "postgresql":
+            return False
+        return self.store._read(partitioning.is_partitioned, "check sync_history partitioning")
+
+    def leaf_tables(self) -> list[str]:
+        """A partitioned ``sync_history``'s partitions, oldest first, the default last."""
+        return self.store._read(partitioning.leaf_tables, "list sync_history partitions")
+
+    def must_stay(
+        self, before: dt.datetime, keep_last: int, snapshot: KeepSnapshot | None
+    ) -> Callable[[sa.FromClause], sa.ColumnElement[bool]]:
+        """The condition "this history row may not be archived with this cutoff", by table."""
+        return lambda t: ~_archivable(t, t.c.sync_id, before, keep_last, snapshot)
+
     def _key(self, table: sa.FromClause, key_name: str) -> sa.ColumnElement[Any]:
         """The keyset's tie-breaker after the time column: the key, or SQLite's rowid.
 
@@ -299,12 +490,20 @@ def _rowid(table: sa.FromClause) -> sa.ColumnElement[int]:
 
 
 def _archivable(
-    table: sa.FromClause, key: sa.ColumnElement[Any], before: dt.datetime, keep_last: int
+    table: sa.FromClause,
+    key: sa.ColumnElement[Any],
+    before: dt.datetime,
+    keep_last: int,
+    boundaries: KeepSnapshot | None = None,
 ) -> sa.ColumnElement[bool]:
     return sa.and_(
         table.c.sync_start_time < before,
         table.c.sync_status != "running",
-        *_unprotected(table, key, keep_last),
+        *(
+            _unprotected(table, key, keep_last)
+            if boundaries is None
+            else _unprotected_in(table, key, boundaries, before)
+        ),
     )
 
 
@@ -325,10 +524,15 @@ def _newer(
 
 
 def _unprotected(
-    row: sa.FromClause, row_key: sa.ColumnElement[Any], keep_last: int
+    row: sa.FromClause,
+    row_key: sa.ColumnElement[Any],
+    keep_last: int,
 ) -> list[sa.ColumnElement[bool]]:
     """``row`` (a history row) is neither one of its resource's last ``keep_last`` syncs nor
     the sync that produced its resource's current watermark.
+
+    The rule itself, evaluated per row (SQLite, whose keyset key is the rowid; PostgreSQL runs
+    :func:`_unprotected_in`, the same rule against a :class:`KeepSnapshot`).
 
     Last K: the K-th later sync of the resource exists (``OFFSET K-1``), read from the
     ``(resource, sync_start_time)`` index starting at the row: at most K entries per candidate,
@@ -377,6 +581,37 @@ def _unprotected(
     )
     conditions.append(
         sa.or_(row.c.sync_status != "success", row.c.watermark_after.is_(None), ~owns)
+    )
+    return conditions
+
+
+def _unprotected_in(
+    row: sa.FromClause, row_key: sa.ColumnElement[Any], snapshot: KeepSnapshot, before: dt.datetime
+) -> list[sa.ColumnElement[bool]]:
+    """:func:`_unprotected` against a run's :class:`KeepSnapshot`: hash joins, no per-row scan.
+
+    Last K: :meth:`KeepSnapshot.not_last`. Owner: ``(resource, watermark_after)`` not the
+    current state's, or the snapshot's watermark and not its owner; both ``IN`` lists of a few
+    rows per resource, which PostgreSQL hashes.
+    """
+    conditions: list[sa.ColumnElement[bool]] = []
+    if snapshot.keep_last > 0:
+        conditions.append(snapshot.not_last(row, row_key, before))
+    marked = sa.tuple_(row.c.resource, row.c.watermark_after)
+    current = sa.select(sync_state.c.resource, sync_state.c.last_sync_time).where(
+        sync_state.c.last_sync_time.is_not(None)
+    )
+    owned, owners = snapshot.owned(), snapshot.owners()
+    conditions.append(
+        sa.or_(
+            row.c.sync_status != "success",
+            row.c.watermark_after.is_(None),
+            marked.not_in(current),
+            sa.and_(
+                marked.in_(sa.select(owned.c.resource, owned.c.watermark)),
+                row.c.sync_id.not_in(sa.select(owners.c.owner_id)),
+            ),
+        )
     )
     return conditions
 
@@ -474,11 +709,13 @@ def _pg_delete_batch(
     return sa.delete(table).where(ctid == sa.any_(sa.func.array(picked.scalar_subquery())))
 
 
-def _pg_archive(where: Where, limit: int, now: dt.datetime) -> Callable[[sa.Connection], Batch]:
-    """One statement: pick and lock a batch, delete it, insert what was deleted."""
+def _pg_archive(
+    where: Where, limit: int, now: dt.datetime, source: sa.Table
+) -> Callable[[sa.Connection], Batch]:
+    """One statement: pick and lock a batch of ``source``, delete it, insert what was deleted."""
     moved = (
-        _pg_delete_batch(sync_history, where, "sync_start_time", "sync_id", limit)
-        .returning(*sync_history.c)
+        _pg_delete_batch(source, where, "sync_start_time", "sync_id", limit)
+        .returning(*source.c)
         .cte("moved")
     )
     inserted = (
@@ -541,4 +778,12 @@ def _sqlite_archive(where: Where, limit: int, now: dt.datetime) -> Callable[[sa.
     return tx
 
 
-__all__ = ("DEFAULT_KEEP_LAST", "PURGE_TARGETS", "Batch", "Keyset", "PurgeTarget", "RetentionStore")
+__all__ = (
+    "DEFAULT_KEEP_LAST",
+    "PURGE_TARGETS",
+    "Batch",
+    "KeepSnapshot",
+    "Keyset",
+    "PurgeTarget",
+    "RetentionStore",
+)

@@ -204,7 +204,9 @@ _INSERT_HISTORY = sa.text(
     VALUES (:sync_id, :resource, :source_system, :target_system, :sync_type,
         :started_at, 'running', :watermark_before, :cursor_before, :dagster_run_id,
         :asset_key, :partition_key, :retry_number, :metadata)
-    ON CONFLICT (sync_id) DO NOTHING
+    -- No conflict target: a partitioned sync_history's key is (sync_id, sync_start_time),
+    -- and a replayed start carries both.
+    ON CONFLICT DO NOTHING
     """
 ).bindparams(
     sa.bindparam("started_at", type_=UTCDateTime()),
