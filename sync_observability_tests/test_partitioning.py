@@ -77,13 +77,6 @@ def ids(engine: sa.Engine, table: str) -> set[str]:
         return set(conn.execute(sa.text(f"SELECT sync_id FROM {table}")).scalars())
 
 
-def leftovers(engine: sa.Engine) -> dict[str, set[str]]:
-    """Detached months not yet moved to the archive, and their rows."""
-    with engine.connect() as conn:
-        names = partitioning.detached_tables(conn)
-    return {name: ids(engine, f'"{name}"') for name in names}
-
-
 def names(engine: sa.Engine) -> list[str]:
     with engine.connect() as conn:
         return [p.name for p in partitioning.partitions(conn)]
@@ -224,7 +217,6 @@ def test_old_months_are_archived_by_detach_and_the_rest_by_batches(
     assert not set(whole) & set(left)
     assert partitioning.partition_for(NOW - 200 * DAY).name in left
     assert ids(engine, partitioning.partition_for(NOW - 200 * DAY).name) == {running}
-    assert leftovers(engine) == {}
     # Every row is in exactly one of the two tables, unchanged.
     with engine.connect() as conn:
         both = conn.execute(
@@ -237,29 +229,6 @@ def test_old_months_are_archived_by_detach_and_the_rest_by_batches(
     assert tuple(both) == original
     again = run_retention(store, RetentionPolicy(batch_size=50), now=NOW)
     assert again.counts["sync_history.archived"] == 0
-    engine.dispose()
-
-
-def test_a_month_detached_by_a_run_that_died_is_moved_by_the_next(
-    backend: Backend, store: SyncStore
-) -> None:
-    engine = backend.engine()
-    load(engine, 600, oldest_days=200)
-    partitioning.enable_partitioning(store, now=NOW, months_ahead=1)
-    month = partitioning.partition_for(NOW - 150 * DAY).name
-    rows = ids(engine, month)
-    assert rows
-    # The first of the two transactions, as a run that died right after it leaves it.
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"ALTER TABLE sync_history DETACH PARTITION {month}"))
-        conn.execute(sa.text(f"ALTER TABLE {month} RENAME TO sync_history_detached_{month[13:]}"))
-    assert leftovers(engine) == {f"sync_history_detached_{month[13:]}": rows}
-    assert not rows & (ids(engine, "sync_history") | ids(engine, "sync_history_archive"))
-
-    result = run_retention(store, RetentionPolicy(), now=NOW)
-    assert leftovers(engine) == {}
-    assert rows <= ids(engine, "sync_history_archive")
-    assert result.counts["sync_history.archived"] >= len(rows)
     engine.dispose()
 
 
@@ -296,8 +265,7 @@ def test_sigkill_during_detach_archival_loses_and_duplicates_nothing(
     assert child.exitcode == -signal.SIGKILL
 
     def where() -> list[set[str]]:
-        tables = [ids(engine, "sync_history"), ids(engine, "sync_history_archive")]
-        return tables + list(leftovers(engine).values())
+        return [ids(engine, "sync_history"), ids(engine, "sync_history_archive")]
 
     tables = where()
     assert sum(len(t) for t in tables) == len(original)  # disjoint ...
@@ -310,7 +278,7 @@ def test_sigkill_during_detach_archival_loses_and_duplicates_nothing(
         assert time.monotonic() < deadline, "the killed run's lock was never released"
         time.sleep(0.05)
     tables = where()
-    assert len(tables) == 2 and not tables[0] & tables[1]
+    assert not tables[0] & tables[1]
     assert tables[0] | tables[1] == set(original)
     with engine.connect() as conn:
         old = conn.execute(

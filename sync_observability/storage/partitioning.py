@@ -18,13 +18,13 @@ like it. What changes:
   ended before the cutoff and every row of it may go (none running, none the state-aware rule
   keeps); everything else takes the batched row path, partition by partition.
 
-Detach is crash-safe in two transactions. The first takes ``sync_history``'s ACCESS EXCLUSIVE
-lock for a catalog change only (``lock_timeout`` bounds the wait), detaches the month, checks
-its rows again under the lock, and renames it ``sync_history_detached_pYYYYMM``. The second
-copies that table into ``sync_history_archive`` and drops it. Every row is in exactly one table
-at every instant; a run that dies between the two leaves the renamed table, which the next run
-moves first. Between the two (seconds, or until the next run after a crash) those rows are in
-neither ``sync_history`` nor the archive but in the detached table.
+Archiving a month is one transaction, so a crash at any instant leaves every row in exactly one
+of ``sync_history`` and ``sync_history_archive``: lock the month's partition (SHARE: no writes
+to it, reads go on), check under that lock that every row may go, copy the partition into the
+archive, then detach and drop it. ``sync_history``'s own ACCESS EXCLUSIVE lock, which the
+detach needs, is asked for only after the copy and held for the catalog change and the commit
+(milliseconds); ``lock_timeout`` bounds the wait for it, and a month whose lock is not granted
+goes the batched way.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ from sync_observability.storage.store import SyncStore
 
 DEFAULT_MONTHS_AHEAD = 3
 DEFAULT_PARTITION = "sync_history_default"
-DETACHED_PREFIX = "sync_history_detached_"
 _MONTH_NAME = re.compile(r"^sync_history_p(\d{4})(\d{2})$")
 _COLUMNS = ", ".join(c.name for c in sync_history.c)
 LOCK_TIMEOUT = "5s"  # the longest a detach or a new month waits for sync_history's lock
@@ -115,19 +114,6 @@ def partitions(conn: sa.Connection) -> list[Partition]:
 def leaf_tables(conn: sa.Connection) -> list[str]:
     """Every attached partition, default included, oldest month first, default last."""
     return [p.name for p in partitions(conn)] + [DEFAULT_PARTITION]
-
-
-def detached_tables(conn: sa.Connection) -> list[str]:
-    """Months detached by a run that stopped before moving them to the archive."""
-    return list(
-        conn.execute(
-            sa.text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                "AND tablename LIKE :prefix ORDER BY tablename"
-            ),
-            {"prefix": DETACHED_PREFIX.replace("_", r"\_") + "%"},
-        ).scalars()
-    )
 
 
 def _ts(value: dt.datetime) -> str:
@@ -299,33 +285,6 @@ def enable_partitioning(
 # -- archival by detach ---------------------------------------------------------------------
 
 
-def finish_detached(store: SyncStore, now: dt.datetime) -> int:
-    """Move every detached month left by an interrupted run into the archive; rows moved."""
-
-    def names(conn: sa.Connection) -> list[str]:
-        return detached_tables(conn)
-
-    moved = 0
-    for name in store._read(names, "list detached partitions"):
-        moved += store._write(lambda conn, name=name: _move(conn, name, now), f"archive {name}")
-    return moved
-
-
-def _move(conn: sa.Connection, name: str, now: dt.datetime) -> int:
-    """Copy a detached month into the archive and drop it: one transaction."""
-    if not conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": name}).scalar():
-        return 0  # a concurrent run moved it
-    conn.execute(sa.text(f'LOCK TABLE "{name}" IN ACCESS EXCLUSIVE MODE'))
-    moved = conn.execute(
-        sa.text(
-            f"INSERT INTO sync_history_archive ({_COLUMNS}, archived_at) "
-            f'SELECT {_COLUMNS}, :now FROM "{name}"'
-        ).bindparams(sa.bindparam("now", now, UTCDateTime()))
-    ).rowcount
-    conn.execute(sa.text(f'DROP TABLE "{name}"'))
-    return moved
-
-
 def archive_partitions(
     store: SyncStore,
     *,
@@ -337,13 +296,13 @@ def archive_partitions(
     """Archive, by detach, every month that ended by ``before`` and whose rows may all go.
 
     ``keeps(table)`` is the SQL condition "this row of ``table`` must stay" (running, or kept by
-    the state-aware rule). Returns (rows moved, partitions moved), leftovers of an interrupted
-    run included. A month that holds a row that must stay is left to the row path.
-    ``observe(month, rows, detach_seconds, move_seconds)`` is called after each month.
+    the state-aware rule). Returns (rows moved, partitions moved). A month that holds a row
+    that must stay, or whose detach cannot get ``sync_history``'s lock in time, is left to the
+    row path. ``observe(month, rows, copy_seconds, detach_seconds)`` is called after each month.
     """
     _require_postgres(store)
     lock_timeout = LOCK_TIMEOUT
-    moved = finish_detached(store, now)
+    moved = 0
     done = []
 
     def candidates(conn: sa.Connection) -> list[Partition]:
@@ -356,30 +315,40 @@ def archive_partitions(
         blocked = sa.select(sa.exists().where(keeps(table)))
         if store._read(lambda conn, q=blocked: conn.execute(q).scalar_one(), "check partition"):
             continue
-        target = DETACHED_PREFIX + part.name.removeprefix("sync_history_")
+        timings: list[float] = []
 
-        def detach(
-            conn: sa.Connection, part: Partition = part, q: Any = blocked, target: str = target
-        ) -> bool:
+        def archive_month(
+            conn: sa.Connection, part: Partition = part, q: Any = blocked, timings: Any = timings
+        ) -> int:
+            started = time.perf_counter()
             conn.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
-            conn.execute(sa.text(f'ALTER TABLE sync_history DETACH PARTITION "{part.name}"'))
+            if not conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": part.name}).scalar():
+                raise _Keep()  # a concurrent run archived it
+            conn.execute(sa.text(f'LOCK TABLE "{part.name}" IN SHARE MODE'))
             # Again under the lock: a row inserted or a watermark moved since the first look.
             if conn.execute(q).scalar_one():
                 raise _Keep()
-            conn.execute(sa.text(f'ALTER TABLE "{part.name}" RENAME TO "{target}"'))
-            return True
+            rows = conn.execute(
+                sa.text(
+                    f"INSERT INTO sync_history_archive ({_COLUMNS}, archived_at) "
+                    f'SELECT {_COLUMNS}, :now FROM "{part.name}"'
+                ).bindparams(sa.bindparam("now", now, UTCDateTime()))
+            ).rowcount
+            copied = time.perf_counter()
+            conn.execute(sa.text(f'ALTER TABLE sync_history DETACH PARTITION "{part.name}"'))
+            conn.execute(sa.text(f'DROP TABLE "{part.name}"'))
+            timings[:] = [started, copied]
+            return rows
 
-        started = time.perf_counter()
         try:
-            store._write(detach, f"detach {part.name}")
+            rows = store._write(archive_month, f"archive {part.name}")
         except (_Keep, DatabaseUnavailableError):
             # A row must stay, or the lock on sync_history was not granted within the lock
             # timeout (a long query holds it): the month goes the batched way.
             continue
-        detached = time.perf_counter()
-        rows = store._write(lambda conn, t=target: _move(conn, t, now), f"archive {target}")
         if observe is not None:
-            observe(part.name, rows, detached - started, time.perf_counter() - detached)
+            started, copied = timings
+            observe(part.name, rows, copied - started, time.perf_counter() - copied)
         moved += rows
         done.append(part.name)
     return moved, done
@@ -396,7 +365,6 @@ __all__ = (
     "archive_partitions",
     "enable_partitioning",
     "ensure_partitions",
-    "finish_detached",
     "is_partitioned",
     "leaf_tables",
     "partition_for",
