@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -34,6 +34,11 @@ def frame(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> pd.DataFram
     rows = list(rows)
     data = {column: [row[column] for row in rows] for column in columns}
     return pd.DataFrame({c: pd.Series(values, dtype=object) for c, values in data.items()})
+
+
+def frame_from_columns(data: Mapping[str, Sequence[Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """:func:`frame` from values already grouped by column (cheaper for many rows)."""
+    return pd.DataFrame({c: pd.Series(data[c], dtype=object) for c in columns})
 
 
 def parse_day(text: str) -> dt.date:

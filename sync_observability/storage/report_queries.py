@@ -14,6 +14,7 @@ the ``SELECT`` one textually, and two bound parameters would make them differ.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 
 from sync_observability.storage import history_rollup as rollup
 from sync_observability.storage.schema import (
+    UTCDateTime,
     operation_log,
     sync_history,
     sync_history_archive,
@@ -70,6 +72,24 @@ def _rows(store: SyncStore, query: sa.Select[Any], what: str) -> list[dict[str, 
             # Report queries run in milliseconds to a second: compiling them costs more.
             conn.exec_driver_sql("SET LOCAL jit = off")
         return [dict(row) for row in conn.execute(query).mappings()]
+
+    return store._read(read, what)
+
+
+def _columns(
+    store: SyncStore, query: sa.Select[Any], params: dict[str, Any], what: str
+) -> dict[str, list[Any]]:
+    """``query``'s result column by column: no per-row dict for reports with many rows."""
+
+    def read(conn: sa.Connection) -> dict[str, list[Any]]:
+        result = conn.execute(query, params)
+        names = list(result.keys())
+        rows = result.all()
+        return (
+            dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+            if rows
+            else {n: [] for n in names}
+        )
 
     return store._read(read, what)
 
@@ -367,11 +387,15 @@ def health_case(now: dt.datetime) -> sa.ColumnElement[str]:
     """Seed 001's colour of a ``sync_state`` row in SQL: ``health.health_indicator``'s rules."""
     from sync_observability.health import STALE_AFTER, STUCK_AFTER
 
+    return _colour(now - STUCK_AFTER, now - STALE_AFTER)
+
+
+def _colour(stuck_before: Any, stale_before: Any) -> sa.ColumnElement[str]:
     s = sync_state.c
     return sa.case(
         (s.last_sync_status == "failed", "red"),
-        (sa.and_(s.last_sync_status == "running", s.started_at < now - STUCK_AFTER), "red"),
-        (s.last_sync_time < now - STALE_AFTER, "yellow"),
+        (sa.and_(s.last_sync_status == "running", s.started_at < stuck_before), "red"),
+        (s.last_sync_time < stale_before, "yellow"),
         (s.last_sync_status == "never_run", "yellow"),
         else_="green",
     )
@@ -387,19 +411,12 @@ def colour_counts(store: SyncStore, *, now: dt.datetime) -> dict[str, int]:
     return {c: _int(row[c]) for c in ("red", "yellow", "green")}
 
 
-def state_health(
-    store: SyncStore, *, now: dt.datetime, include_healthy: bool
-) -> list[dict[str, Any]]:
-    """The columns of the status report with each resource's colour, red and yellow only unless
-    ``include_healthy``. The unhealthy rows are found through ``ix_sync_state_not_success``
-    (failed, running, never run) and ``ix_sync_state_last_sync_time`` (stale)."""
-    from sync_observability.health import STALE_AFTER
-
+@functools.cache
+def _state_health_query(dialect: str, include_healthy: bool) -> sa.Select[Any]:
+    """Built once: building and walking the colour's CASE cost more than reading 700 rows."""
     s = sync_state.c
-    colour = health_case(now).label("health")
-    length = (
-        sa.func.jsonb_array_length if store.dialect == "postgresql" else sa.func.json_array_length
-    )
+    stale_before = sa.bindparam("stale_before", type_=UTCDateTime())
+    length = sa.func.jsonb_array_length if dialect == "postgresql" else sa.func.json_array_length
     query = sa.select(
         s.resource,
         s.last_sync_status.label("status"),
@@ -409,14 +426,30 @@ def state_health(
         s.duration_ms,
         length(s.errors).label("error_count"),
         s.consecutive_failures,
-        colour,
+        _colour(sa.bindparam("stuck_before", type_=UTCDateTime()), stale_before).label("health"),
     )
-    if not include_healthy:
-        query = query.where(
-            sa.or_(s.last_sync_status != "success", s.last_sync_time < now - STALE_AFTER),
-            colour != "green",
-        )
-    return _rows(store, query, "read resource health")
+    if include_healthy:
+        return query
+    # Only rows the two indexes find can be red or yellow; the colour then drops the green ones.
+    unhealthy = query.where(
+        sa.or_(s.last_sync_status != "success", s.last_sync_time < stale_before)
+    ).subquery("unhealthy")
+    return sa.select(unhealthy).where(unhealthy.c.health != "green")
+
+
+def state_health(
+    store: SyncStore, *, now: dt.datetime, include_healthy: bool
+) -> dict[str, list[Any]]:
+    """The columns of the status report with each resource's colour, red and yellow only unless
+    ``include_healthy``, unordered.
+
+    The unhealthy rows are found through ``ix_sync_state_not_success`` (failed, running, never
+    run) and ``ix_sync_state_last_sync_time`` (stale)."""
+    from sync_observability.health import STALE_AFTER, STUCK_AFTER
+
+    query = _state_health_query(store.dialect, include_healthy)
+    params = {"stuck_before": now - STUCK_AFTER, "stale_before": now - STALE_AFTER}
+    return _columns(store, query, params, "read resource health")
 
 
 def daily_totals(
