@@ -245,6 +245,24 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
     return store._write(tx, "refresh report roll-ups")
 
 
+def report_coverage(store: SyncStore) -> Coverage | None:
+    """The hours a report may read from the roll-ups, per the store's ``rollups`` mode.
+
+    ``"refresh"``: :func:`refresh_rollups` first. ``"read"``: what is rolled up already, with no
+    write (a read-only replica or user). ``"off"``: None, every hour read from ``sync_history``.
+    """
+    if store.rollups == "refresh":
+        return refresh_rollups(store)
+    if store.rollups == "off":
+        return None
+
+    def read(conn: sa.Connection) -> Coverage | None:
+        state = conn.execute(sa.select(sync_rollup_state)).one_or_none()
+        return None if state is None else Coverage(state.rolled_from, state.rolled_until)
+
+    return store._read(read, "read report roll-ups coverage")
+
+
 def reopen_statement(started_at: dt.datetime) -> sa.Update:
     """The UPDATE that makes the hour of a backfilled ``started_at`` (and later ones) open.
 
@@ -391,5 +409,6 @@ __all__: Sequence[str] = (
     "GRACE",
     "Coverage",
     "refresh_rollups",
+    "report_coverage",
     "retire_before",
 )

@@ -103,7 +103,7 @@ def _partials(
     status: str | None = None,
 ) -> sa.Subquery:
     """The roll-ups' closed hours plus the live rest of ``[since, until]`` (see history_rollup)."""
-    coverage = rollup.refresh_rollups(store)
+    coverage = rollup.report_coverage(store)
     only = None if status is None else (lambda column: column == status)
     return rollup.hourly_partials(store, coverage, since, until, measures, only=only)
 
@@ -264,7 +264,7 @@ def error_groups(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime, limit: int
 ) -> list[dict[str, Any]]:
     """Failures grouped by resource and the first 100 characters of their message (seed 004)."""
-    coverage = rollup.refresh_rollups(store)
+    coverage = rollup.report_coverage(store)
     p = rollup.error_partials(store, coverage, since, until).c
     error_count = sa.func.sum(p.failures).label("error_count")
     last = sa.func.max(p.last_start).label("last_occurrence")
@@ -475,7 +475,7 @@ def daily_totals(
         "overall_sum",
         "overall_n",
     )
-    coverage = rollup.refresh_rollups(store)
+    coverage = rollup.report_coverage(store)
     history = rollup.hourly_partials(store, coverage, since, until, measures)
     archived = rollup.live_hourly(
         store.dialect,
