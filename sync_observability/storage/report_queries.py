@@ -66,6 +66,11 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _bytewise(store: SyncStore, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """``column`` compared by code point (``COLLATE "C"``), as SQLite compares text."""
+    return column.collate("C") if store.dialect == "postgresql" else column
+
+
 def _rows(store: SyncStore, query: sa.Select[Any], what: str) -> list[dict[str, Any]]:
     def read(conn: sa.Connection) -> list[dict[str, Any]]:
         if store.dialect == "postgresql":
@@ -266,12 +271,15 @@ def error_groups(
     """Failures grouped by resource and the first 100 characters of their message (seed 004)."""
     coverage = rollup.report_coverage(store)
     p = rollup.error_partials(store, coverage, since, until).c
+    # Compared byte-wise on PostgreSQL as on SQLite: the same tie order on both engines, and
+    # grouping thousands of groups does not go through the locale's collation.
+    resource, summary = _bytewise(store, p.resource), _bytewise(store, p.error_summary)
     error_count = sa.func.sum(p.failures).label("error_count")
     last = sa.func.max(p.last_start).label("last_occurrence")
     query = (
         sa.select(
-            p.resource,
-            p.error_summary,
+            resource.label("resource"),
+            summary.label("error_summary"),
             error_count,
             sa.func.min(p.first_start).label("first_occurrence"),
             last,
@@ -279,10 +287,8 @@ def error_groups(
                 "avg_duration_before_failure_ms"
             ),
         )
-        .group_by(p.resource, p.error_summary)
-        .order_by(
-            error_count.desc(), last.desc(), p.resource.asc(), p.error_summary.asc().nulls_first()
-        )
+        .group_by(resource, summary)
+        .order_by(error_count.desc(), last.desc(), resource.asc(), summary.asc().nulls_first())
         .limit(limit)
     )
     rows = _rows(store, query, "read top errors")
