@@ -343,17 +343,20 @@ def operation_events_by_category(
 ) -> list[dict[str, Any]]:
     """Operational events per category in the window: counts, resources, syncs, first and last."""
     log = operation_log.c
+    # The window's blocks come from ix_operation_log_event_time_brin (PostgreSQL); the sorts
+    # behind GROUP BY and DISTINCT compare bytes, not the locale's collation (same counts).
+    category = _bytewise(store, log.category)
     query = (
         sa.select(
-            log.category,
+            category.label("category"),
             sa.func.count().label("events"),
-            sa.func.count(sa.distinct(log.resource)).label("resources"),
-            sa.func.count(sa.distinct(log.sync_id)).label("syncs"),
+            sa.func.count(sa.distinct(_bytewise(store, log.resource))).label("resources"),
+            sa.func.count(sa.distinct(_bytewise(store, log.sync_id))).label("syncs"),
             sa.func.min(log.event_time).label("first_event"),
             sa.func.max(log.event_time).label("last_event"),
         )
         .where(_window(log.event_time, since, until))
-        .group_by(log.category)
+        .group_by(category)
     )
     rows = _rows(store, query, "read operational events")
     for row in rows:
