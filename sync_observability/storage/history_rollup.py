@@ -187,7 +187,6 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
     dialect = store.dialect
     h = sync_history.c
     insert = postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert
-    measures = list(hourly_measures(dialect, sync_history))
 
     def closable(conn: sa.Connection, wall: dt.datetime) -> dt.datetime:
         """The end of the last hour that may be closed now."""
@@ -230,6 +229,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
         for table in (sync_history_hourly, sync_history_hourly_errors):
             conn.execute(sa.delete(table).where(table.c.hour >= current))
         window = _range(h.sync_start_time, current, until)
+        measures = list(hourly_measures(dialect, sync_history))  # built only when needed
         # In hour order, so that a report's range of hours reads adjacent pages (a backfill of
         # many hours would otherwise land in the aggregate's hash order).
         live = live_hourly(dialect, sync_history, window, measures)
