@@ -10,7 +10,8 @@ In one run:
    and its ``cost_breakdown``, ``bytes_read``, ``bytes_written``, ``peak_memory_mb``) and one
    successful run in five also ``data_quality`` scores (completeness, accuracy, overall), as
    ``SyncRun.record_metrics`` stores them. Then ``--events`` ``operation_log`` rows over the
-   same 90 days (seed 003's categories, linked to a resource and one of its syncs) and
+   same 90 days (seed 003's categories, linked to a resource and one of its syncs), inserted in
+   time order as a running system appends them, and
    ``VACUUM ANALYZE``.
 2. **Reports.** Each report with its default ``days`` and ``now`` (the current time), through a
    ``SyncStore`` on the schema: one warm-up call, then ``--repeat`` timed calls; the median is
@@ -101,6 +102,7 @@ FROM (
     OFFSET 0
 ) AS draws
 JOIN bench_resource b USING (r)
+ORDER BY draws.t
 """
 
 SCAN = re.compile(

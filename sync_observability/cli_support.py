@@ -94,14 +94,14 @@ def json_option(fn: F) -> F:
 
 @contextmanager
 def open_store(
-    database_url: str | None, schema: str, *, auto_migrate: bool = True
+    database_url: str | None, schema: str, *, auto_migrate: bool = True, rollups: str = "refresh"
 ) -> Iterator[SyncStore]:
     """A SyncStore on the given URL or the default one, disposed of afterwards."""
     url = database_url or default_database_url()
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta[_URL_KEY] = url
-    store = SyncStore.from_url(url, schema=schema, auto_migrate=auto_migrate)
+    store = SyncStore.from_url(url, schema=schema, auto_migrate=auto_migrate, rollups=rollups)
     try:
         yield store
     finally:

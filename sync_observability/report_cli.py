@@ -30,6 +30,7 @@ from sync_observability.cli_support import (
     when,
 )
 from sync_observability.reports import REPORTS
+from sync_observability.storage.store import ROLLUP_MODES
 
 # Values that colour a cell, whichever column they are in (health, labels, trends).
 VALUE_STYLES = {
@@ -94,6 +95,14 @@ SHORT_ID_COLUMNS = {"sync_id": 8}  # like a short git hash; --json has the whole
     default=None,
     help="cost-trends, quality-trends: only this resource, one row per day.",
 )
+@click.option(
+    "--rollups",
+    type=click.Choice(ROLLUP_MODES),
+    default="refresh",
+    show_default=True,
+    help="Hourly roll-ups: refresh them first; read them without writing (read-only replica or "
+    "user); off (read every hour from sync_history).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of objects).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
 @database_options
@@ -103,6 +112,7 @@ def report(
     as_of: dt.datetime | None,
     show_all: bool,
     resource: str | None,
+    rollups: str,
     as_json: bool,
     as_csv: bool,
     database_url: str | None,
@@ -139,7 +149,7 @@ def report(
                 f"--resource applies to {', '.join(RESOURCE_OPTION)}, not {name}."
             )
         kwargs["resource"] = resource
-    with open_store(database_url, schema) as store:
+    with open_store(database_url, schema, rollups=rollups) as store:
         frame = REPORTS[name](store, **kwargs)
         where = store.url
     records = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -32,8 +32,15 @@ def frame(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> pd.DataFram
     serializes the same on both engines instead of turning counts into floats around a NULL.
     """
     rows = list(rows)
-    data = {column: [row[column] for row in rows] for column in columns}
-    return pd.DataFrame({c: pd.Series(values, dtype=object) for c, values in data.items()})
+    return frame_from_columns(
+        {column: [row[column] for row in rows] for column in columns}, columns
+    )
+
+
+def frame_from_columns(data: Mapping[str, Sequence[Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """:func:`frame` from values already grouped by column (cheaper for many rows)."""
+    # One object block from the lists as they are: no per-column Series, no type inference.
+    return pd.DataFrame({c: data[c] for c in columns}, columns=list(columns), dtype=object)
 
 
 def parse_day(text: str) -> dt.date:

@@ -15,7 +15,14 @@ import pandas as pd
 
 from sync_observability.health import HEALTH_ORDER
 from sync_observability.reports import maths
-from sync_observability.reports._common import as_of, check_days, frame, parse_day, parse_hour
+from sync_observability.reports._common import (
+    as_of,
+    check_days,
+    frame,
+    frame_from_columns,
+    parse_day,
+    parse_hour,
+)
 from sync_observability.storage import report_queries as queries
 from sync_observability.storage.store import SyncStore
 
@@ -56,19 +63,22 @@ def status(
     """
     check_days(days)
     now = as_of(now)
-    rows = queries.state_health(store, now=now, include_healthy=include_healthy)
-    for row in rows:
-        last = row["last_sync_time"]
-        row["hours_since_sync"] = None if last is None else (now - last).total_seconds() / 3600
-        started = row.pop("started_at")
-        row["running_seconds"] = (
-            round((now - started).total_seconds())
-            if row["status"] == "running" and started is not None
-            else None
-        )
-        row["error_count"] = int(row["error_count"])
-    rows.sort(key=lambda row: (HEALTH_ORDER[row["health"]], row["resource"]))
-    return frame(rows, STATUS_COLUMNS)
+    columns = queries.state_health(store, now=now, include_healthy=include_healthy)
+    columns["hours_since_sync"] = [
+        None if last is None else (now - last).total_seconds() / 3600
+        for last in columns["last_sync_time"]
+    ]
+    columns["running_seconds"] = [
+        round((now - started).total_seconds())
+        if status == "running" and started is not None
+        else None
+        for status, started in zip(columns["status"], columns.pop("started_at"), strict=True)
+    ]
+    health, resources = columns["health"], columns["resource"]
+    order = sorted(range(len(resources)), key=lambda i: (HEALTH_ORDER[health[i]], resources[i]))
+    return frame_from_columns(
+        {name: [values[i] for i in order] for name, values in columns.items()}, STATUS_COLUMNS
+    )
 
 
 def dashboard(store: SyncStore, *, days: int = 1, now: dt.datetime | None = None) -> pd.DataFrame:

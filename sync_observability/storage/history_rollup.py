@@ -57,6 +57,7 @@ GRACE = dt.timedelta(minutes=5)
 BACKFILL_AFTER = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
 ERROR_SUMMARY_LENGTH = 100  # seed 004: LEFT(error_message, 100)
+ANALYZE_AFTER = dt.timedelta(hours=24)  # a refresh spanning this many hours analyzes the tables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +187,6 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
     dialect = store.dialect
     h = sync_history.c
     insert = postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert
-    measures = list(hourly_measures(dialect, sync_history))
 
     def closable(conn: sa.Connection, wall: dt.datetime) -> dt.datetime:
         """The end of the last hour that may be closed now."""
@@ -229,20 +229,49 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
         for table in (sync_history_hourly, sync_history_hourly_errors):
             conn.execute(sa.delete(table).where(table.c.hour >= current))
         window = _range(h.sync_start_time, current, until)
+        measures = list(hourly_measures(dialect, sync_history))  # built only when needed
+        # In hour order, so that a report's range of hours reads adjacent pages (a backfill of
+        # many hours would otherwise land in the aggregate's hash order).
         live = live_hourly(dialect, sync_history, window, measures)
         conn.execute(
-            sa.insert(sync_history_hourly).from_select(["hour", *GROUP_COLUMNS, *measures], live)
+            sa.insert(sync_history_hourly).from_select(
+                ["hour", *GROUP_COLUMNS, *measures], live.order_by(sa.literal_column("hour"))
+            )
         )
         errors = live_errors(dialect, window)
         conn.execute(
             sa.insert(sync_history_hourly_errors).from_select(
-                [column.name for column in errors.selected_columns], errors
+                [column.name for column in errors.selected_columns],
+                errors.order_by(sa.literal_column("hour")),
             )
         )
         conn.execute(sa.update(sync_rollup_state).values(rolled_until=until, refreshed_at=wall))
+        if dialect == "postgresql" and until - current >= ANALYZE_AFTER:
+            # A first fill or a long backfill: without fresh statistics the planner expects a
+            # handful of rows per range and sorts thousands by collation (autovacuum's analyze
+            # comes later). Hourly refreshes leave it to autovacuum.
+            conn.exec_driver_sql("ANALYZE sync_history_hourly, sync_history_hourly_errors")
         return Coverage(state.rolled_from, until)
 
     return store._write(tx, "refresh report roll-ups")
+
+
+def report_coverage(store: SyncStore) -> Coverage | None:
+    """The hours a report may read from the roll-ups, per the store's ``rollups`` mode.
+
+    ``"refresh"``: :func:`refresh_rollups` first. ``"read"``: what is rolled up already, with no
+    write (a read-only replica or user). ``"off"``: None, every hour read from ``sync_history``.
+    """
+    if store.rollups == "refresh":
+        return refresh_rollups(store)
+    if store.rollups == "off":
+        return None
+
+    def read(conn: sa.Connection) -> Coverage | None:
+        state = conn.execute(sa.select(sync_rollup_state)).one_or_none()
+        return None if state is None else Coverage(state.rolled_from, state.rolled_until)
+
+    return store._read(read, "read report roll-ups coverage")
 
 
 def reopen_statement(started_at: dt.datetime) -> sa.Update:
@@ -391,5 +420,6 @@ __all__: Sequence[str] = (
     "GRACE",
     "Coverage",
     "refresh_rollups",
+    "report_coverage",
     "retire_before",
 )

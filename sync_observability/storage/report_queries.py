@@ -14,6 +14,7 @@ the ``SELECT`` one textually, and two bound parameters would make them differ.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 
 from sync_observability.storage import history_rollup as rollup
 from sync_observability.storage.schema import (
+    UTCDateTime,
     operation_log,
     sync_history,
     sync_history_archive,
@@ -64,12 +66,35 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _bytewise(store: SyncStore, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """``column`` compared by code point (``COLLATE "C"``), as SQLite compares text."""
+    return column.collate("C") if store.dialect == "postgresql" else column
+
+
 def _rows(store: SyncStore, query: sa.Select[Any], what: str) -> list[dict[str, Any]]:
     def read(conn: sa.Connection) -> list[dict[str, Any]]:
         if store.dialect == "postgresql":
             # Report queries run in milliseconds to a second: compiling them costs more.
             conn.exec_driver_sql("SET LOCAL jit = off")
         return [dict(row) for row in conn.execute(query).mappings()]
+
+    return store._read(read, what)
+
+
+def _columns(
+    store: SyncStore, query: sa.Select[Any], params: dict[str, Any], what: str
+) -> dict[str, list[Any]]:
+    """``query``'s result column by column: no per-row dict for reports with many rows."""
+
+    def read(conn: sa.Connection) -> dict[str, list[Any]]:
+        result = conn.execute(query, params)
+        names = list(result.keys())
+        rows = result.all()
+        return (
+            dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+            if rows
+            else {n: [] for n in names}
+        )
 
     return store._read(read, what)
 
@@ -83,7 +108,7 @@ def _partials(
     status: str | None = None,
 ) -> sa.Subquery:
     """The roll-ups' closed hours plus the live rest of ``[since, until]`` (see history_rollup)."""
-    coverage = rollup.refresh_rollups(store)
+    coverage = rollup.report_coverage(store)
     only = None if status is None else (lambda column: column == status)
     return rollup.hourly_partials(store, coverage, since, until, measures, only=only)
 
@@ -244,14 +269,17 @@ def error_groups(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime, limit: int
 ) -> list[dict[str, Any]]:
     """Failures grouped by resource and the first 100 characters of their message (seed 004)."""
-    coverage = rollup.refresh_rollups(store)
+    coverage = rollup.report_coverage(store)
     p = rollup.error_partials(store, coverage, since, until).c
+    # Compared byte-wise on PostgreSQL as on SQLite: the same tie order on both engines, and
+    # grouping thousands of groups does not go through the locale's collation.
+    resource, summary = _bytewise(store, p.resource), _bytewise(store, p.error_summary)
     error_count = sa.func.sum(p.failures).label("error_count")
     last = sa.func.max(p.last_start).label("last_occurrence")
     query = (
         sa.select(
-            p.resource,
-            p.error_summary,
+            resource.label("resource"),
+            summary.label("error_summary"),
             error_count,
             sa.func.min(p.first_start).label("first_occurrence"),
             last,
@@ -259,10 +287,8 @@ def error_groups(
                 "avg_duration_before_failure_ms"
             ),
         )
-        .group_by(p.resource, p.error_summary)
-        .order_by(
-            error_count.desc(), last.desc(), p.resource.asc(), p.error_summary.asc().nulls_first()
-        )
+        .group_by(resource, summary)
+        .order_by(error_count.desc(), last.desc(), resource.asc(), summary.asc().nulls_first())
         .limit(limit)
     )
     rows = _rows(store, query, "read top errors")
@@ -317,17 +343,20 @@ def operation_events_by_category(
 ) -> list[dict[str, Any]]:
     """Operational events per category in the window: counts, resources, syncs, first and last."""
     log = operation_log.c
+    # The window's blocks come from ix_operation_log_event_time_brin (PostgreSQL); the sorts
+    # behind GROUP BY and DISTINCT compare bytes, not the locale's collation (same counts).
+    category = _bytewise(store, log.category)
     query = (
         sa.select(
-            log.category,
+            category.label("category"),
             sa.func.count().label("events"),
-            sa.func.count(sa.distinct(log.resource)).label("resources"),
-            sa.func.count(sa.distinct(log.sync_id)).label("syncs"),
+            sa.func.count(sa.distinct(_bytewise(store, log.resource))).label("resources"),
+            sa.func.count(sa.distinct(_bytewise(store, log.sync_id))).label("syncs"),
             sa.func.min(log.event_time).label("first_event"),
             sa.func.max(log.event_time).label("last_event"),
         )
         .where(_window(log.event_time, since, until))
-        .group_by(log.category)
+        .group_by(category)
     )
     rows = _rows(store, query, "read operational events")
     for row in rows:
@@ -367,11 +396,15 @@ def health_case(now: dt.datetime) -> sa.ColumnElement[str]:
     """Seed 001's colour of a ``sync_state`` row in SQL: ``health.health_indicator``'s rules."""
     from sync_observability.health import STALE_AFTER, STUCK_AFTER
 
+    return _colour(now - STUCK_AFTER, now - STALE_AFTER)
+
+
+def _colour(stuck_before: Any, stale_before: Any) -> sa.ColumnElement[str]:
     s = sync_state.c
     return sa.case(
         (s.last_sync_status == "failed", "red"),
-        (sa.and_(s.last_sync_status == "running", s.started_at < now - STUCK_AFTER), "red"),
-        (s.last_sync_time < now - STALE_AFTER, "yellow"),
+        (sa.and_(s.last_sync_status == "running", s.started_at < stuck_before), "red"),
+        (s.last_sync_time < stale_before, "yellow"),
         (s.last_sync_status == "never_run", "yellow"),
         else_="green",
     )
@@ -387,19 +420,12 @@ def colour_counts(store: SyncStore, *, now: dt.datetime) -> dict[str, int]:
     return {c: _int(row[c]) for c in ("red", "yellow", "green")}
 
 
-def state_health(
-    store: SyncStore, *, now: dt.datetime, include_healthy: bool
-) -> list[dict[str, Any]]:
-    """The columns of the status report with each resource's colour, red and yellow only unless
-    ``include_healthy``. The unhealthy rows are found through ``ix_sync_state_not_success``
-    (failed, running, never run) and ``ix_sync_state_last_sync_time`` (stale)."""
-    from sync_observability.health import STALE_AFTER
-
+@functools.cache
+def _state_health_query(dialect: str, include_healthy: bool) -> sa.Select[Any]:
+    """Built once: building and walking the colour's CASE cost more than reading 700 rows."""
     s = sync_state.c
-    colour = health_case(now).label("health")
-    length = (
-        sa.func.jsonb_array_length if store.dialect == "postgresql" else sa.func.json_array_length
-    )
+    stale_before = sa.bindparam("stale_before", type_=UTCDateTime())
+    length = sa.func.jsonb_array_length if dialect == "postgresql" else sa.func.json_array_length
     query = sa.select(
         s.resource,
         s.last_sync_status.label("status"),
@@ -409,14 +435,30 @@ def state_health(
         s.duration_ms,
         length(s.errors).label("error_count"),
         s.consecutive_failures,
-        colour,
+        _colour(sa.bindparam("stuck_before", type_=UTCDateTime()), stale_before).label("health"),
     )
-    if not include_healthy:
-        query = query.where(
-            sa.or_(s.last_sync_status != "success", s.last_sync_time < now - STALE_AFTER),
-            colour != "green",
-        )
-    return _rows(store, query, "read resource health")
+    if include_healthy:
+        return query
+    # Only rows the two indexes find can be red or yellow; the colour then drops the green ones.
+    unhealthy = query.where(
+        sa.or_(s.last_sync_status != "success", s.last_sync_time < stale_before)
+    ).subquery("unhealthy")
+    return sa.select(unhealthy).where(unhealthy.c.health != "green")
+
+
+def state_health(
+    store: SyncStore, *, now: dt.datetime, include_healthy: bool
+) -> dict[str, list[Any]]:
+    """The columns of the status report with each resource's colour, red and yellow only unless
+    ``include_healthy``, unordered.
+
+    The unhealthy rows are found through ``ix_sync_state_not_success`` (failed, running, never
+    run) and ``ix_sync_state_last_sync_time`` (stale)."""
+    from sync_observability.health import STALE_AFTER, STUCK_AFTER
+
+    query = _state_health_query(store.dialect, include_healthy)
+    params = {"stuck_before": now - STUCK_AFTER, "stale_before": now - STALE_AFTER}
+    return _columns(store, query, params, "read resource health")
 
 
 def daily_totals(
@@ -442,7 +484,7 @@ def daily_totals(
         "overall_sum",
         "overall_n",
     )
-    coverage = rollup.refresh_rollups(store)
+    coverage = rollup.report_coverage(store)
     history = rollup.hourly_partials(store, coverage, since, until, measures)
     archived = rollup.live_hourly(
         store.dialect,

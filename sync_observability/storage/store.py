@@ -334,6 +334,9 @@ def _duration_ms(start: dt.datetime, end: dt.datetime) -> int:
     return max(0, round((end - start).total_seconds() * 1000))
 
 
+ROLLUP_MODES = ("refresh", "read", "off")
+
+
 class SyncStore:
     """Owns the engine and every query on the sync tables, on SQLite or PostgreSQL.
 
@@ -342,6 +345,11 @@ class SyncStore:
         schema: the PostgreSQL schema the tables live in (ignored on SQLite).
         max_retries: how many times a transaction is retried on transient errors.
         auto_migrate: apply pending migrations now.
+        rollups: how reports use the hourly roll-ups (``storage/history_rollup.py``):
+            ``"refresh"`` (default) aggregates the hours closed since the last report, then reads
+            them; ``"read"`` reads what is already rolled up and writes nothing (a read-only
+            replica, or a read-only database user; the primary's reports keep them fresh);
+            ``"off"`` reads every hour from ``sync_history`` (slower, same answers).
 
     Examples:
         .. code-block:: python
@@ -357,7 +365,11 @@ class SyncStore:
         schema: str = DEFAULT_SCHEMA,
         max_retries: int = 5,
         auto_migrate: bool = True,
+        rollups: str = "refresh",
     ) -> None:
+        if rollups not in ROLLUP_MODES:
+            raise InvalidInputError("rollups", rollups, f"must be one of {', '.join(ROLLUP_MODES)}")
+        self.rollups = rollups
         self.engine = engine
         self.schema = schema
         self.max_retries = max_retries
@@ -393,13 +405,17 @@ class SyncStore:
         schema: str = DEFAULT_SCHEMA,
         max_retries: int = 5,
         auto_migrate: bool = True,
+        rollups: str = "refresh",
     ) -> SyncStore:
         """A store on a new engine for ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
+        if rollups not in ROLLUP_MODES:  # before an engine is made
+            raise InvalidInputError("rollups", rollups, f"must be one of {', '.join(ROLLUP_MODES)}")
         return cls(
             create_engine(url, schema),
             schema=schema,
             max_retries=max_retries,
             auto_migrate=auto_migrate,
+            rollups=rollups,
         )
 
     @property

@@ -7,10 +7,12 @@ import io
 import json
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sync_observability.report_cli import report
 from sync_observability.reports import REPORTS
+from sync_observability.storage.schema import sync_rollup_state
 from sync_observability_tests.reports.history import KNOWN_HISTORY, add_runs
 
 AS_OF = ["--as-of", "2025-06-15T12:30:00Z"]
@@ -142,3 +144,18 @@ def test_all_and_resource_options(cli):
     assert refused.exit_code == 2
     assert "--all applies to status" in refused.output
     assert cli("dashboard", "--resource", "x", *AS_OF).exit_code == 2
+
+
+def test_rollups_read_and_off_give_the_same_json_and_write_nothing(cli, store):
+    outputs = {
+        mode: cli("top-errors", "--json", "--rollups", mode, *AS_OF) for mode in ("off", "read")
+    }
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sync_rollup_state)).one_or_none() is None
+    refreshed = cli("top-errors", "--json", *AS_OF)
+    assert outputs["off"].output == outputs["read"].output == refreshed.output
+    assert json.loads(refreshed.output)  # something to compare
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sync_rollup_state)).one_or_none() is not None
+    bad = cli("top-errors", "--rollups", "sometimes")
+    assert bad.exit_code == 2 and "sometimes" in bad.output

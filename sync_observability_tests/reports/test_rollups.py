@@ -1,8 +1,8 @@
 """The hourly roll-ups give the reports exactly the answer ``sync_history`` alone gives.
 
-Each report is compared with the same report computed with the roll-ups out of the way
-(``rolled_until`` = ``rolled_from``: every hour read live), on SQLite and PostgreSQL, after
-history changes that touch closed hours: a late finish, a backfilled start, retention.
+Each report is compared with the same report through a store opened with ``rollups="off"``
+(every hour read from ``sync_history``), on SQLite and PostgreSQL, after history changes that
+touch closed hours: a late finish, a backfilled start, retention.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from sync_observability import SyncOutcome, SyncStore
+from sync_observability.errors import InvalidInputError
 from sync_observability.health import health_indicator
 from sync_observability.reports import REPORTS, cost_trends, quality_trends, status, top_errors
-from sync_observability.storage import history_rollup
 from sync_observability.storage.retention_store import RetentionStore
 from sync_observability.storage.schema import (
     sync_history,
@@ -57,17 +57,17 @@ def rollup_state(store: SyncStore):
         return conn.execute(sa.select(sync_rollup_state)).one_or_none()
 
 
+def store_with(store: SyncStore, rollups: str) -> SyncStore:
+    """Another store on the same database and schema, with its own ``rollups`` mode."""
+    return SyncStore(store.engine, schema=store.schema, auto_migrate=False, rollups=rollups)
+
+
 def live_answers(store: SyncStore) -> dict:
-    """The reports with an empty coverage: every hour read from sync_history."""
-    state = rollup_state(store)
-    original = history_rollup.refresh_rollups
-    try:
-        history_rollup.refresh_rollups = lambda store: history_rollup.Coverage(
-            state.rolled_from, state.rolled_from
-        )
-        return answers(store)
-    finally:
-        history_rollup.refresh_rollups = original
+    """The reports with the roll-ups off: every hour read from sync_history."""
+    before = rollup_state(store)
+    live = answers(store_with(store, "off"))
+    assert rollup_state(store) == before  # "off" neither reads nor writes them
+    return live
 
 
 def assert_rolled_equals_live(store: SyncStore) -> None:
@@ -192,3 +192,30 @@ def test_status_colour_in_sql_agrees_with_health_indicator(store):
             key=lambda r: ({"red": 0, "yellow": 1}[expected[r]], r),
         )
     assert {r for r, c in expected.items() if c == "green"} == set()  # a day later: all stale
+
+
+def test_read_mode_uses_the_rolled_hours_and_writes_nothing(store):
+    """``rollups="read"`` (a read-only replica or user): whatever is rolled up, no refresh."""
+    ids = add_runs(store, KNOWN_HISTORY)
+    reader = store_with(store, "read")
+    assert answers(reader) == live_answers(store)
+    assert rollup_state(store) is None  # nothing rolled, nothing written: every hour read live
+    answers(store)  # the primary's reports refresh them
+    state = rollup_state(store)
+    assert state.rolled_until == at("06-15 12:00")
+    # The running sync finishes: a refresh would now roll every hour up to the grace period.
+    store.finish_sync(
+        sync_id=ids[DEALS_RUNNING],
+        resource=DEALS_RUNNING.resource,
+        started_at=DEALS_RUNNING.start,
+        outcome=SyncOutcome(status="success", ended_at=NOW),
+    )
+    assert answers(reader) == live_answers(store)
+    assert rollup_state(store) == state
+    answers(store)
+    assert rollup_state(store).rolled_until > NOW
+
+
+def test_rollups_mode_is_checked():
+    with pytest.raises(InvalidInputError, match="rollups='never'"):
+        SyncStore.from_url("sqlite://", rollups="never")
