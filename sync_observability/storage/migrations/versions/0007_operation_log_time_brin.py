@@ -1,13 +1,13 @@
 """operation_log: a BRIN index on event_time (PostgreSQL) for the operational events report
 
-Revision ID: 0009
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-23 17:00:00.000000
 """
 
 from alembic import op
 
-revision = "0009"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
