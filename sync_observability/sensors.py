@@ -1,7 +1,9 @@
 """Dagster sensors that judge every resource's sync state, record alerts and deliver them.
 
-Each sensor reads ``sync_state`` (and, for the slow and volume rules, a bounded slice of recent
-history) through the ``sync_tracker`` resource, applies one rule from
+Each sensor reads the ``sync_state`` rows its rule could flag (filtered in SQL with the loosest
+threshold over the defaults and overrides; for the slow and volume rules, with the median or
+mean and deviation of a bounded slice of recent history computed in the same query) through the
+``sync_tracker`` resource, applies one rule from
 :mod:`sync_observability.alerts.rules` with the thresholds of the ``sync_alerting`` resource,
 records the findings in ``sync_alerts`` (one open alert per rule and resource) and delivers what
 is due: new alerts, reminders, resolutions, and anything a sink failed to take on an earlier
