@@ -35,17 +35,17 @@ In one run:
 
 ``--explain`` adds an unmeasured, instrumented tick per sensor (time per SQL statement,
 ``EXPLAIN (ANALYZE, BUFFERS)`` of the SELECTs over 100 ms) and the cost of reading every
-``sync_state`` row against reading a filtered few. ``--prototype-index`` creates a covering
-``sync_history`` index in the benchmark's schema only, times the slow-sync and volume queries
-with and without it (interleaved; "without" drops it in a rolled-back transaction), vacuumed
-and with the visibility map cleared (``pg_visibility``, created for the purpose and dropped),
-and times those two sensors' ticks again. Every schema and database is dropped at the end.
+``sync_state`` row against reading a filtered few. ``--cleared-visibility`` ticks the slow-sync
+and volume sensors again with ``sync_history``'s visibility map cleared (``pg_visibility``,
+created for the purpose and dropped): their index-only scans then visit the heap for every row,
+as for rows written since the last vacuum in production. Every schema and database is dropped
+at the end.
 
 Usage::
 
     python bench/bench_sensors.py
     python bench/bench_sensors.py --resources 1000 --rows 100000 --dagster-assets 200
-    python bench/bench_sensors.py --explain --prototype-index
+    python bench/bench_sensors.py --explain --cleared-visibility
 """
 
 from __future__ import annotations
@@ -81,12 +81,6 @@ TARGET_RATIO = 20.0
 SPREAD_DAYS = 90
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 HISTORY_SENSORS = (sync_slow_syncs_sensor, sync_volume_anomalies_sensor)
-PROTOTYPE_NAME = "ix_bench_sync_history_resource_recent"
-# sync_id is included because the durations query filters on it (the run sync_state points at).
-PROTOTYPE_INDEX = (
-    f"CREATE INDEX {PROTOTYPE_NAME} ON sync_history (resource, sync_start_time DESC) "
-    "INCLUDE (sync_status, sync_id, duration_ms, records_processed)"
-)
 
 
 # One row per resource: its category and the random draws that shape its history.
@@ -616,67 +610,22 @@ def state_reads(url: str, schema: str, rounds: int = 5) -> None:
         store.dispose()
 
 
-def compare_queries(
-    cursor: Any, queries: Sequence[tuple[str, Any]], label: str, rounds: int
-) -> None:
-    """Each history query with and without the prototype index, interleaved; medians in ms.
-
-    "Without" drops the index in a transaction that is rolled back, so both run on the same
-    table in the same minute.
-    """
-    print(f"The history queries alone, {label}, median of {rounds} (ms):")
-    for statement, params in queries:
-        times: dict[str, list[float]] = {"without": [], "with": []}
-        for i in range(rounds):
-            for variant in ("without", "with") if i % 2 == 0 else ("with", "without"):
-                if variant == "without":
-                    cursor.execute("BEGIN")
-                    cursor.execute(f"DROP INDEX {PROTOTYPE_NAME}")
-                started = time.perf_counter()
-                cursor.execute(statement, params)
-                cursor.fetchall()
-                times[variant].append((time.perf_counter() - started) * 1000)
-                if variant == "without":
-                    cursor.execute("ROLLBACK")
-        column = "duration_ms" if "duration_ms AS value" in statement else "records_processed"
-        without, with_index = (statistics.median(times[v]) for v in ("without", "with"))
-        print(
-            f"  {column:<18} without {without:8.1f}  with {with_index:8.1f}  "
-            f"({without / with_index:.2f}x)"
-        )
-
-
-def prototype_index(
+def cleared_visibility_ticks(
     url: str,
     schema: str,
     instance: dg.DagsterInstance,
     tracker: SyncTracker,
     ticks: int,
-    rounds: int = 5,
 ) -> list[Ticks]:
-    """The covering index: the history queries with and without it, then the ticks with it.
+    """The slow-sync and volume ticks again, with sync_history's visibility map cleared.
 
-    Index-only scans skip the heap only on pages the visibility map marks all-visible, i.e.
-    vacuumed since their last change. In production the rows these queries read (each
-    resource's newest runs) are the newest of the table, inserted and updated by the tracker
-    since the last autovacuum, so the queries are also compared with the visibility map
-    cleared (``pg_visibility``'s ``pg_truncate_visibility_map``): the index's worst case.
+    Their reads are index-only scans of ``ix_sync_history_resource_time``, which skip the heap
+    only on pages the visibility map marks all-visible (vacuumed since their last change). In
+    production the rows they read, each resource's newest runs, are the newest of the table,
+    written since the last autovacuum: clearing the map (``pg_visibility``, created for the
+    purpose and dropped) makes every row such a row, the worst case. VACUUM restores it.
     """
-    with captured_statements() as statements:
-        for sensor in HISTORY_SENSORS:
-            run_ticks(sensor, instance, tracker, 1)
-    queries = [(st, params) for _, st, params in statements if "JOIN LATERAL" in st]
-    with connection(url, schema) as conn:
-        conn.execute(sa.text("SET maintenance_work_mem = '512MB'"))
-        seconds, _ = timed(lambda: conn.execute(sa.text(PROTOTYPE_INDEX)))
-        conn.execute(sa.text("VACUUM ANALYZE sync_history"))
-        size = conn.execute(
-            sa.text("SELECT pg_size_pretty(pg_relation_size(:name))"), {"name": PROTOTYPE_NAME}
-        ).scalar_one()
-    print(f"\nPrototype, in the benchmark schema only ({seconds:.1f} s to build, {size}):")
-    print(f"  {PROTOTYPE_INDEX}")
     with raw_cursor(url, schema) as cursor:
-        compare_queries(cursor, queries, "table vacuumed (best case for the index)", rounds)
         cursor.execute(
             "SELECT extnamespace::regnamespace::text FROM pg_extension "
             "WHERE extname = 'pg_visibility'"
@@ -687,17 +636,13 @@ def prototype_index(
         where = found[0] if found else f'"{schema}"'
         try:
             cursor.execute(f"SELECT {where}.pg_truncate_visibility_map('sync_history')")
-            compare_queries(
-                cursor, queries, "visibility map cleared (rows not vacuumed yet)", rounds
-            )
+            retimed = [run_ticks(sensor, instance, tracker, ticks) for sensor in HISTORY_SENSORS]
         finally:
             if found is None:
                 cursor.execute("DROP EXTENSION pg_visibility")
             cursor.execute("VACUUM sync_history")
-    retimed = [run_ticks(sensor, instance, tracker, ticks) for sensor in HISTORY_SENSORS]
-    print_ticks(retimed, "with the index, vacuumed")
-    for sensor in HISTORY_SENSORS:
-        explain_tick(url, schema, sensor, instance, tracker)
+    print()
+    print_ticks(retimed, "visibility map cleared")
     return retimed
 
 
@@ -726,9 +671,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="afterwards, an instrumented tick per sensor with EXPLAIN of its slow SELECTs",
     )
     parser.add_argument(
-        "--prototype-index",
+        "--cleared-visibility",
         action="store_true",
-        help="afterwards, time a covering sync_history index (benchmark schema only)",
+        help="afterwards, the slow and volume ticks with sync_history's visibility map cleared",
     )
     args = parser.parse_args(argv)
     per = args.rows // max(args.resources, 1)
@@ -902,9 +847,9 @@ def run(
         for sensor in SYNC_SENSORS:
             explain_tick(url, big, sensor, instance, tracker)
         state_reads(url, big)
-    if args.prototype_index:
-        log("prototyping the covering index")
-        prototype_index(url, big, instance, tracker, args.ticks)
+    if args.cleared_visibility:
+        log("ticking the history sensors with the visibility map cleared")
+        cleared_visibility_ticks(url, big, instance, tracker, args.ticks)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Dagster sensors that judge every resource's sync state, record alerts and deliver them.
 
-Each sensor reads ``sync_state`` (and, for the slow and volume rules, a bounded slice of recent
-history) through the ``sync_tracker`` resource, applies one rule from
+Each sensor reads the ``sync_state`` rows its rule could flag (filtered in SQL with the loosest
+threshold over the defaults and overrides; for the slow and volume rules, with the median or
+mean and deviation of a bounded slice of recent history computed in the same query) through the
+``sync_tracker`` resource, applies one rule from
 :mod:`sync_observability.alerts.rules` with the thresholds of the ``sync_alerting`` resource,
 records the findings in ``sync_alerts`` (one open alert per rule and resource) and delivers what
 is due: new alerts, reminders, resolutions, and anything a sink failed to take on an earlier
@@ -52,8 +54,8 @@ from sync_observability.alerts.rules import (
 from sync_observability.storage.alert_store import AlertStore
 from sync_observability.storage.history_stats import (
     DEFAULT_DURATION_WINDOW,
-    recent_durations_ms,
-    recent_volumes,
+    slow_sync_candidates,
+    volume_anomaly_candidates,
 )
 from sync_observability.storage.store import SyncState, SyncStore
 from sync_observability.tracking import ORPHANED, SyncTracker, utcnow
@@ -112,12 +114,15 @@ def make_consecutive_failures_sensor(
         policy: AlertPolicy,
         now: dt.datetime,
     ) -> _Judgement:
-        states = store.list_states()
+        # Only the rows the loosest threshold could flag; the rule applies each resource's own.
+        states = store.list_states(
+            min_consecutive_failures=min(_override_values(policy, "consecutive_failures"))
+        )
         threshold = policy.defaults.consecutive_failures
         return _Judgement(
             findings=check_consecutive_failures(states, policy, now),
             checked=None,
-            resources=len(states),
+            resources=store.count_states(),
             nothing_found=f"no resource at or over {threshold} consecutive failures",
         )
 
@@ -164,7 +169,9 @@ def make_stuck_runs_sensor(
         policy: AlertPolicy,
         now: dt.datetime,
     ) -> _Judgement:
-        states = store.list_states()
+        # Running syncs, and failed ones that may have been reaped (see _reaped_finding).
+        states = store.list_states(status=("running", "failed"))
+        resources = store.list_resources()
         running = [s for s in states if s.last_sync_status == "running"]
         ended = _ended_run_ids(context.instance, running)
         findings, lost, reaped = [], set(), []
@@ -181,9 +188,9 @@ def make_stuck_runs_sensor(
         findings += [f for s in states if (f := _reaped_finding(s, policy)) is not None]
         return _Judgement(
             findings=findings,
-            checked={s.resource for s in states} - lost,
+            checked=set(resources) - lost,
             done=f"reaped {len(reaped)} ({', '.join(reaped)})" if reaped else None,
-            resources=len(states),
+            resources=len(resources),
             nothing_found=(
                 f"{len(running)} running, none stuck over its limit or left by an ended "
                 f"Dagster run ({len({s.dagster_run_id for s in running} - {None})} runs "
@@ -232,12 +239,13 @@ def make_stale_watermarks_sensor(
         policy: AlertPolicy,
         now: dt.datetime,
     ) -> _Judgement:
-        states = store.list_states()
+        shortest = min(_override_values(policy, "stale_after"))
+        states = store.list_states(last_success_before=now - shortest)
         hours = policy.defaults.stale_after.total_seconds() / 3600
         return _Judgement(
             findings=check_stale_watermarks(states, policy, now),
             checked=None,
-            resources=len(states),
+            resources=store.count_states(),
             nothing_found=f"every resource synced successfully within {hours:g} h",
         )
 
@@ -280,14 +288,22 @@ def make_slow_syncs_sensor(
         policy: AlertPolicy,
         now: dt.datetime,
     ) -> _Judgement:
-        states = store.list_states()
         window = max(DEFAULT_DURATION_WINDOW, *_override_values(policy, "slow_min_samples"))
-        durations = recent_durations_ms(store, limit=window)
+        factors = [f for f in _override_values(policy, "slow_factor") if f is not None]
+        candidates = slow_sync_candidates(
+            store,
+            limit=window,
+            slow_after_ms=min(_override_values(policy, "slow_after")).total_seconds() * 1000,
+            slow_factor=min(factors, default=None),
+            min_samples=min(_override_values(policy, "slow_min_samples")),
+        )
         minutes = policy.defaults.slow_after.total_seconds() / 60
         return _Judgement(
-            findings=check_slow_syncs(states, policy, now, recent_durations_ms=durations),
+            findings=check_slow_syncs(
+                candidates.states, policy, now, recent_durations_ms=candidates.values
+            ),
             checked=None,
-            resources=len(states),
+            resources=store.count_states(),
             nothing_found=(
                 f"no last sync over {minutes:g} min or over its slow factor x the median of "
                 "recent runs"
@@ -333,14 +349,20 @@ def make_volume_anomalies_sensor(
         policy: AlertPolicy,
         now: dt.datetime,
     ) -> _Judgement:
-        states = store.list_states()
-        # The latest run plus the window of runs before it.
-        window = 1 + max(_override_values(policy, "volume_window"))
-        volumes = recent_volumes(store, limit=window)
+        windows = set(_override_values(policy, "volume_window"))
+        candidates = volume_anomaly_candidates(
+            store,
+            limit=1 + max(windows),  # the latest run plus the window of runs before it
+            # The band in SQL is over the largest window: a filter only when all are equal.
+            sigma=min(_override_values(policy, "volume_sigma")) if len(windows) == 1 else None,
+            min_samples=min(_override_values(policy, "volume_min_samples")),
+        )
         return _Judgement(
-            findings=check_volume_anomalies(states, policy, now, recent_volumes=volumes),
+            findings=check_volume_anomalies(
+                candidates.states, policy, now, recent_volumes=candidates.values
+            ),
             checked=None,
-            resources=len(states),
+            resources=store.count_states(),
             nothing_found=(
                 f"no record count outside mean +/- {policy.defaults.volume_sigma:g} sigma of "
                 "recent runs"
@@ -388,11 +410,14 @@ def make_watermark_not_moving_sensor(
         policy: AlertPolicy,
         now: dt.datetime,
     ) -> _Judgement:
-        states = store.list_states()
+        # The time limit needs only one green sync since the last move; the count, the fewest.
+        timed = any(v is not None for v in _override_values(policy, "not_moving_after"))
+        fewest = min(_override_values(policy, "not_moving_after_syncs"))
+        states = store.list_states(min_syncs_since_advance=1 if timed else fewest)
         return _Judgement(
             findings=check_watermark_not_moving(states, policy, now),
             checked=None,
-            resources=len(states),
+            resources=store.count_states(),
             nothing_found=(
                 f"no watermark left in place by {policy.defaults.not_moving_after_syncs} or "
                 "more successful syncs in a row"
@@ -500,7 +525,7 @@ def _s(count: int) -> str:
 
 
 def _override_values(policy: AlertPolicy, field: str) -> list[Any]:
-    """A Thresholds field's default and every override of it, to size a history window."""
+    """A Thresholds field's default and every override of it: the loosest sizes a read."""
     values = [getattr(policy.defaults, field)]
     values += [fields[field] for fields in policy.overrides.values() if field in fields]
     return values

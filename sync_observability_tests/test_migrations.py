@@ -97,6 +97,28 @@ def test_migrated_check_constraints_equal_the_declared_ones(engine: sa.Engine) -
     assert "ck_sync_state_errors_is_array" in declared["sync_state"]
 
 
+def test_the_resource_time_index_covers_the_history_rules_on_postgresql(
+    engine: sa.Engine,
+) -> None:
+    # Alembic's comparison does not see INCLUDE columns: check the index's definition here.
+    [index] = [
+        i
+        for i in sa.inspect(engine).get_indexes("sync_history")
+        if i["name"] == "ix_sync_history_resource_time"
+    ]
+    assert index["column_names"] == ["resource", "sync_start_time"]
+    if engine.dialect.name == "postgresql":
+        assert index["include_columns"] == [
+            "sync_status",
+            "sync_id",
+            "duration_ms",
+            "records_processed",
+        ]
+        assert index["column_sorting"] == {"sync_start_time": ("desc",)}
+    else:
+        assert not index.get("include_columns")
+
+
 def test_current_revision_is_head_after_first_use(store: SyncStore) -> None:
     with store.engine.connect() as conn:
         assert current_revision(conn) == head_revision()

@@ -9,7 +9,9 @@ sends what is due:
 - ``resolved``: once, when its condition cleared, with a resolution message.
 
 Delivery is at least once. A notification is claimed by one tick (so racing ticks send it
-once), sent to every sink, and marked delivered as soon as all sinks accepted it. When a sink
+once), sent to every sink, and marked delivered once all sinks accepted it: in groups, every
+``SETTLE_EVERY`` notifications or ``SETTLE_AFTER``, whichever comes first, and whenever the tick
+stops sending (also by an exception), always before the claim runs out. When a sink
 fails, the notification stays due and the next tick retries it, skipping the sinks that already
 accepted it; a delivered notification is never sent again. A sink that fails is not called
 again in the same tick (a dead endpoint costs one timeout per tick, not one per alert), and
@@ -17,9 +19,9 @@ notifications that failed before are tried after the others, so one that a sink 
 cannot hold the rest back. Claims last ``claim_for`` from when they are taken and are renewed
 before a send when half of that has passed, so a slow sink does not let a claim run out under
 it; a tick stops after its time budget and leaves the rest to the next. A tick that dies
-mid-send leaves the claim of the notification it was sending, which expires after
-``claim_for``; that notification is then sent again (the one case where a sink can see a
-notification twice).
+mid-send leaves the claim of the notification it was sending, and of those it sent but had not
+marked yet (at most one group), which expire after ``claim_for``; those notifications are then
+sent again (the one case where a sink can see a notification twice).
 
 Each sensor delivers only its own rule's notifications (``rules=``), through its own sinks.
 
@@ -76,6 +78,8 @@ _ERROR_LIMIT = 1000
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_BUDGET = dt.timedelta(seconds=30)  # half of Dagster's 60 s sensor timeout
 _MAX_BATCHES = 1000  # a bound on one tick's work; what is left is sent next tick
+SETTLE_EVERY = 50
+SETTLE_AFTER = dt.timedelta(milliseconds=250)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,14 +293,19 @@ class _Tick:
         return time.monotonic() - self.started >= self.budget.total_seconds()
 
     def deliver(self, claims: Sequence[Claim], claimed_at: float) -> None:
-        """Send each claimed notification and settle it at once; give back what is not sent.
+        """Send each claimed notification, settling them in groups; give back what is not sent.
 
-        Failures that no sink newly accepted are settled together at the end: losing them
-        (the tick dies) costs only their error text, as their claims expire anyway.
+        Delivered notifications are marked every ``SETTLE_EVERY`` or ``SETTLE_AFTER``, and when
+        the batch ends, which is before half of ``claim_for`` has passed plus one send: before
+        their claims run out. Failures that no sink newly accepted are settled together at the
+        end: losing them (the tick dies) costs only their error text, as their claims expire
+        anyway.
         """
         token = claims[0].token
         failed: list[tuple[str, str | None, Sequence[str], str | None]] = []
+        delivered: list[Notification] = []
         unsent = [claim.alert.alert_id for claim in claims]
+        oldest = 0.0  # when the first notification of `delivered` was sent
         try:
             for i, claim in enumerate(claims):
                 tried = self.report.delivered or self.report.failed  # one per call at least
@@ -306,25 +315,54 @@ class _Tick:
                 if i > 0 and time.monotonic() - claimed_at >= self.claim_for.total_seconds() / 2:
                     return  # the caller claims again, with a fresh expiry
                 unsent.pop(0)
-                self._send(token, claim, failed)
+                notification = self._send(token, claim, failed)
+                if notification is None:
+                    continue
+                if not delivered:
+                    oldest = time.monotonic()
+                delivered.append(notification)
+                due = time.monotonic() - oldest >= SETTLE_AFTER.total_seconds()
+                if len(delivered) >= SETTLE_EVERY or due:
+                    self._settle(token, delivered)
+                    delivered = []
         finally:
+            if delivered:
+                self._settle(token, delivered)
             if failed:
                 self.alerts.release_failed(token, failed, now=self.now)
             if unsent:
                 self.alerts.release(token, unsent)
+
+    def _settle(self, token: str, delivered: Sequence[Notification]) -> None:
+        """Mark notifications that every sink accepted delivered, in one transaction."""
+        marked = self.alerts.mark_delivered(
+            token, [(n.alert.alert_id, n.kind) for n in delivered], now=self.now
+        )
+        for notification in delivered:
+            if notification.alert.alert_id not in marked:
+                log.warning(
+                    "sync_observability: the claim on the %s notification of alert %s expired "
+                    "while it was being sent; another tick may send it again (raise claim_for)",
+                    notification.kind,
+                    notification.alert.alert_id,
+                )
 
     def _send(
         self,
         token: str,
         claim: Claim,
         failed: list[tuple[str, str | None, Sequence[str], str | None]],
-    ) -> None:
-        """Send one notification to the sinks that have not accepted it yet, then settle it."""
+    ) -> Notification | None:
+        """Send one notification to the sinks that have not accepted it yet.
+
+        Returns it when every sink has accepted it (the caller marks it delivered); a failure
+        is recorded in ``failed``, or settled at once when a sink newly accepted it.
+        """
         alert = claim.alert
         kind = due_kind(alert, self.cutoff)
         if kind is None:  # cannot happen while due_kind mirrors the store's rule; never send
             failed.append((alert.alert_id, None, (), None))
-            return
+            return None
         notification = Notification(alert, kind)
         before = list(claim.delivered_sinks) if claim.delivery_kind == kind else []
         accepted = list(before)
@@ -344,16 +382,8 @@ class _Tick:
             else:
                 accepted.append(sink.name)
         if not errors:
-            marked = self.alerts.mark_delivered(token, [(alert.alert_id, kind)], now=self.now)
-            if alert.alert_id not in marked:
-                log.warning(
-                    "sync_observability: the claim on the %s notification of alert %s expired "
-                    "while it was being sent; another tick may send it again (raise claim_for)",
-                    kind,
-                    alert.alert_id,
-                )
             self.report.delivered.append(notification)
-            return
+            return notification
         reason = "; ".join(errors)[:_ERROR_LIMIT]
         settle = (alert.alert_id, kind, accepted, reason)
         if accepted != before:  # a sink took it this tick: record that now, not at the end
@@ -369,6 +399,7 @@ class _Tick:
             alert.fingerprint,
             reason,
         )
+        return None
 
 
 def _describe_failure(sink: Sink, error: Exception) -> str:

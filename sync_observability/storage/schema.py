@@ -203,7 +203,17 @@ sync_history = sa.Table(
 # one resource's recent runs (the tracker, slow and volume rules), system-specific history.
 sa.Index("ix_sync_history_sync_start_time", sync_history.c.sync_start_time)
 sa.Index("ix_sync_history_status_time", sync_history.c.sync_status, sync_history.c.sync_start_time)
-sa.Index("ix_sync_history_resource_time", sync_history.c.resource, sync_history.c.sync_start_time)
+# PostgreSQL: covering, so the slow-sync and volume reads are index-only scans (SQLite has no
+# INCLUDE).
+sa.Index(
+    "ix_sync_history_resource_time",
+    sync_history.c.resource,
+    sync_history.c.sync_start_time.desc(),
+    postgresql_include=["sync_status", "sync_id", "duration_ms", "records_processed"],
+).ddl_if(dialect="postgresql")
+sa.Index(
+    "ix_sync_history_resource_time", sync_history.c.resource, sync_history.c.sync_start_time
+).ddl_if(dialect="sqlite")
 sa.Index(
     "ix_sync_history_source_time", sync_history.c.source_system, sync_history.c.sync_start_time
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import getpass
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -1083,12 +1083,50 @@ class SyncStore:
             f"read state of {resource!r}",
         )
 
-    def list_states(self, *, status: str | None = None) -> list[SyncState]:
-        """Every resource's state (optionally only those with ``status``), by resource."""
-        query = sa.select(sync_state).order_by(sync_state.c.resource)
-        if status is not None:
-            query = query.where(sync_state.c.last_sync_status == status)
+    def list_states(
+        self,
+        *,
+        status: str | Collection[str] | None = None,
+        min_consecutive_failures: int | None = None,
+        last_success_before: dt.datetime | None = None,
+        min_syncs_since_advance: int | None = None,
+    ) -> list[SyncState]:
+        """Every resource's state, by resource; the filters, all applied in SQL, narrow it.
+
+        Args:
+            status: only rows whose ``last_sync_status`` is this (or one of these).
+            min_consecutive_failures: only rows with at least this many failures in a row.
+            last_success_before: only rows whose last success (else their watermark time,
+                else their creation) is at or before this time.
+            min_syncs_since_advance: only rows with at least this many successful syncs since
+                the watermark last moved.
+        """
+        t = sync_state.c
+        query = sa.select(sync_state).order_by(t.resource)
+        if isinstance(status, str):
+            query = query.where(t.last_sync_status == status)
+        elif status is not None:
+            query = query.where(t.last_sync_status.in_(sorted(status)))
+        if min_consecutive_failures is not None:
+            query = query.where(t.consecutive_failures >= min_consecutive_failures)
+        if last_success_before is not None:
+            last_success = sa.func.coalesce(t.last_success_at, t.last_sync_time, t.created_at)
+            query = query.where(
+                last_success <= check_aware("last_success_before", last_success_before)
+            )
+        if min_syncs_since_advance is not None:
+            query = query.where(t.syncs_since_advance >= min_syncs_since_advance)
         return self._read(lambda conn: _all(conn, query, SyncState), "list states")
+
+    def count_states(self) -> int:
+        """How many resources have a ``sync_state`` row."""
+        query = sa.select(sa.func.count()).select_from(sync_state)
+        return self._read(lambda conn: conn.execute(query).scalar_one(), "count states")
+
+    def list_resources(self) -> list[str]:
+        """Every resource with a ``sync_state`` row, sorted."""
+        query = sa.select(sync_state.c.resource).order_by(sync_state.c.resource)
+        return self._read(lambda conn: list(conn.execute(query).scalars()), "list resources")
 
     def get_sync(self, sync_id: str) -> SyncRecord | None:
         """One ``sync_history`` row by id."""

@@ -701,6 +701,30 @@ def test_each_notification_is_marked_delivered_as_soon_as_it_is_sent(
     assert sorted(sink.events) == [("opened", f"consecutive_failures:{n}") for n in "abc"]
 
 
+def test_delivered_notifications_are_marked_in_groups(alerts: AlertStore) -> None:
+    findings = [failures(f"r{n:03}") for n in range(120)]
+    record_findings(alerts, CONSECUTIVE_FAILURES, findings, now=NOW)
+    marks: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE sync_alerts SET last_notified_at"):
+            marks.append(statement)
+
+    sink = RecordingSink()
+    sa.event.listen(alerts.engine, "before_cursor_execute", count)
+    try:
+        report = deliver_pending(alerts, [sink], now=NOW, renotify_after=None)
+    finally:
+        sa.event.remove(alerts.engine, "before_cursor_execute", count)
+    assert len(report.delivered) == len(sink.sent) == 120
+    # Groups of at most 50 within each claimed batch of 100 (more when a group's time runs
+    # out first); one statement per notification before.
+    assert 3 <= len(marks) <= 20
+    stored = alerts.open_alerts()
+    assert {(a.notify_count, a.last_notified_at) for a in stored} == {(1, NOW)}
+    assert alerts.pending(now=NOW, reminder_cutoff=None) == []
+
+
 def test_a_tick_stops_at_its_time_budget_and_the_next_sends_the_rest(
     alerts: AlertStore,
 ) -> None:
