@@ -1,7 +1,7 @@
 """sync_history: the resource/time index covers the slow-sync and volume reads (PostgreSQL)
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-23 19:00:00.000000
 
 ``ix_sync_history_resource_time (resource, sync_start_time)`` becomes ``(resource,
@@ -14,8 +14,8 @@ run. It serves every query the old index served. SQLite has no INCLUDE: unchange
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
