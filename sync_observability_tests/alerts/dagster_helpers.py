@@ -122,6 +122,8 @@ def past_sync(
     duration: dt.timedelta = dt.timedelta(seconds=1),
     status: str = "success",
     processed: int = 0,
+    watermark_after: dt.datetime | None = None,
+    error_message: str = "failed",
 ) -> str:
     """Write one finished sync that happened at ``started_at`` (for age-based rules)."""
     sync_id = str(uuid.uuid4())
@@ -134,8 +136,8 @@ def past_sync(
             status=status,
             ended_at=started_at + duration,
             records_processed=processed,
-            watermark_after=started_at if status == "success" else None,
-            error_message=None if status == "success" else "failed",
+            watermark_after=(watermark_after or started_at) if status == "success" else None,
+            error_message=None if status == "success" else error_message,
         ),
     )
     return sync_id

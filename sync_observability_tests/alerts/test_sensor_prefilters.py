@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
 import pytest
 
-from sync_observability import SyncOutcome, SyncStore, SyncTracker
+from sync_observability import SyncStore, SyncTracker
 from sync_observability.alerting import SyncAlerting
 from sync_observability.alerts.rules import (
     AlertPolicy,
@@ -43,7 +42,7 @@ from sync_observability.storage.history_stats import (
     slow_sync_candidates,
     volume_anomaly_candidates,
 )
-from sync_observability_tests.alerts.dagster_helpers import tick, utcnow
+from sync_observability_tests.alerts.dagster_helpers import past_sync, tick, utcnow
 
 HOUR = dt.timedelta(hours=1)
 
@@ -105,19 +104,15 @@ def _sync(
     processed: int = 0,
     watermark_after: dt.datetime | None = None,
 ) -> None:
-    sync_id = str(uuid.uuid4())
-    store.start_sync(sync_id=sync_id, resource=resource, started_at=started_at)
-    store.finish_sync(
-        sync_id=sync_id,
-        resource=resource,
+    past_sync(
+        store,
+        resource,
         started_at=started_at,
-        outcome=SyncOutcome(
-            status=status,
-            ended_at=started_at + dt.timedelta(milliseconds=ms),
-            records_processed=processed,
-            watermark_after=(watermark_after or started_at) if status == "success" else None,
-            error_message=None if status == "success" else "HTTP 503",
-        ),
+        duration=dt.timedelta(milliseconds=ms),
+        status=status,
+        processed=processed,
+        watermark_after=watermark_after,
+        error_message="HTTP 503",
     )
 
 
