@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from sync_observability import (
+    InvalidInputError,
     SyncAlreadyRunningError,
     SyncNotRunningError,
     SyncObservabilityError,
@@ -445,3 +446,21 @@ def test_strings_are_stored_verbatim(store: SyncStore, backend: Backend) -> None
             )
     finally:
         engine.dispose()
+
+
+def test_a_finish_with_another_start_time_is_refused_and_nothing_is_written(
+    store: SyncStore, backend: Backend
+) -> None:
+    record = start(store, "accounts", at(0))
+    before = snapshot(backend)
+    with pytest.raises(InvalidInputError, match=r"started_at=.*started at"):
+        store.finish_sync(
+            sync_id=record.sync_id,
+            resource="accounts",
+            started_at=at(1),
+            outcome=SyncOutcome(status="success", ended_at=at(2), records_processed=1),
+        )
+    assert snapshot(backend) == before
+    finish(store, record, "success", at(2))
+    row = store.get_sync(record.sync_id)
+    assert row is not None and row.sync_status == "success"

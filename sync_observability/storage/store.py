@@ -218,6 +218,8 @@ _FINISH_HISTORY = (
     sa.update(sync_history)
     .where(
         sync_history.c.sync_id == sa.bindparam("p_sync_id"),
+        # The partition key too: a partitioned sync_history then locks and probes one month.
+        sync_history.c.sync_start_time == sa.bindparam("p_started_at"),
         sync_history.c.sync_status == "running",
     )
     .values(
@@ -243,7 +245,10 @@ _FINISH_HISTORY = (
 # watermark in place instead; history says so too (rare: only after an advance ahead of time).
 _FIX_HISTORY_WATERMARK = (
     sa.update(sync_history)
-    .where(sync_history.c.sync_id == sa.bindparam("p_sync_id"))
+    .where(
+        sync_history.c.sync_id == sa.bindparam("p_sync_id"),
+        sync_history.c.sync_start_time == sa.bindparam("p_started_at"),
+    )
     .values(watermark_after=sa.bindparam("p_watermark_after"))
 )
 _INSERT_CHANGE = sa.insert(watermark_changes).values(
@@ -579,6 +584,7 @@ class SyncStore:
         cursor_advanced = success and outcome.cursor_advanced
         params = {
             "p_sync_id": sync_id,
+            "p_started_at": started_at,
             "p_resource": resource,
             "p_status": outcome.status,
             "p_ended_at": ended_at,
@@ -601,7 +607,7 @@ class SyncStore:
         def tx(conn: sa.Connection) -> None:
             row = conn.execute(_FINISH_HISTORY, params).one_or_none()
             if row is None:
-                self._refuse_finish(conn, sync_id, resource, outcome.status, ended_at)
+                self._refuse_finish(conn, sync_id, resource, started_at, outcome.status, ended_at)
                 return
             changes = [
                 _change(
@@ -734,11 +740,18 @@ class SyncStore:
         self.finish_sync(sync_id=sync_id, resource=resource, started_at=started_at, outcome=failed)
 
     def _refuse_finish(
-        self, conn: sa.Connection, sync_id: str, resource: str, status: str, ended_at: dt.datetime
+        self,
+        conn: sa.Connection,
+        sync_id: str,
+        resource: str,
+        started_at: dt.datetime,
+        status: str,
+        ended_at: dt.datetime,
     ) -> None:
         """Raise unless the guarded update found our own earlier commit (a retried finish)."""
         row = conn.execute(
             sa.select(
+                sync_history.c.sync_start_time,
                 sync_history.c.sync_status,
                 sync_history.c.sync_end_time,
                 sync_history.c.error_message,
@@ -746,6 +759,10 @@ class SyncStore:
         ).one_or_none()
         if row is None:
             raise SyncNotRunningError(sync_id, resource, None, "no such sync in sync_history")
+        if row.sync_start_time != started_at:
+            raise InvalidInputError(
+                "started_at", started_at, f"sync {sync_id} started at {row.sync_start_time}"
+            )
         if row.sync_status == status and row.sync_end_time == ended_at:
             return
         raise SyncNotRunningError(
@@ -774,7 +791,11 @@ class SyncStore:
             duration = _duration_ms(running.sync_start_time, ended_at)
             done = conn.execute(
                 sa.update(sync_history)
-                .where(sync_history.c.sync_id == sync_id, sync_history.c.sync_status == "running")
+                .where(
+                    sync_history.c.sync_id == sync_id,
+                    sync_history.c.sync_start_time == running.sync_start_time,
+                    sync_history.c.sync_status == "running",
+                )
                 .values(
                     sync_status="failed",
                     sync_end_time=ended_at,
