@@ -36,7 +36,7 @@ import dagster as dg
 from pydantic import Field
 
 from sync_observability.errors import InvalidInputError, SyncAlreadyRunningError
-from sync_observability.storage import partitioning
+from sync_observability.storage import history_rollup, partitioning
 from sync_observability.storage.retention_store import (
     ARCHIVE,
     DEFAULT_KEEP_LAST,
@@ -341,6 +341,8 @@ def _archive_partitioned(
     """Archive a partitioned ``sync_history``: whole old months by detach, then the rest by
     batches, one partition at a time (see :mod:`sync_observability.storage.partitioning`)."""
     keep = policy.keep_last_per_resource
+    # Reports stop reading these hours from the roll-ups before their rows leave.
+    history_rollup.retire_before(retention.store, step.before)
     rows, months = partitioning.archive_partitions(
         retention.store,
         before=step.before,
