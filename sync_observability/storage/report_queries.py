@@ -32,7 +32,6 @@ from sync_observability.storage.store import SyncStore
 
 # Where sync_observability.metrics stores the quality scores in sync_history.metadata.
 QUALITY_PATH = ("metrics", "data_quality")
-ERROR_SUMMARY_LENGTH = 100  # seed 004: LEFT(error_message, 100)
 
 _FORMATS = {
     "postgresql": {"day": "'YYYY-MM-DD'", "hour": "'YYYY-MM-DD\"T\"HH24:00'"},
