@@ -326,12 +326,18 @@ class _Tick:
                     self._settle(token, delivered)
                     delivered = []
         finally:
-            if delivered:
-                self._settle(token, delivered)
-            if failed:
-                self.alerts.release_failed(token, failed, now=self.now)
-            if unsent:
-                self.alerts.release(token, unsent)
+            # Each step runs even when the one before raised (the database went away): an
+            # unreleased claim would hold its notification back until the claim expires.
+            try:
+                if delivered:
+                    self._settle(token, delivered)
+            finally:
+                try:
+                    if failed:
+                        self.alerts.release_failed(token, failed, now=self.now)
+                finally:
+                    if unsent:
+                        self.alerts.release(token, unsent)
 
     def _settle(self, token: str, delivered: Sequence[Notification]) -> None:
         """Mark notifications that every sink accepted delivered, in one transaction."""
