@@ -98,15 +98,21 @@ def _metric(dialect: str, table: sa.FromClause, name: str, sql_type: Any) -> Any
     return sa.func.json_extract(table.c["metadata"], f"$.metrics.{name}")
 
 
-def _score(table: sa.FromClause, name: str) -> Any:
-    """A quality score, as ``report_queries`` reads it (NULL when not recorded)."""
-    return table.c["metadata"][("metrics", "data_quality", name)].as_float()
+# Where sync_observability.metrics stores the quality scores in sync_history.metadata.
+QUALITY_PATH = ("metrics", "data_quality")
+
+
+def quality_score(table: sa.FromClause, name: str) -> Any:
+    """A quality score from ``table.metadata``, NULL when the run did not record it."""
+    return table.c["metadata"][(*QUALITY_PATH, name)].as_float()
 
 
 def hourly_measures(dialect: str, table: sa.FromClause) -> dict[str, Any]:
     """The aggregates of ``sync_history_hourly``, computed from history rows of ``table``."""
     c = table.c
-    scores = {n: _score(table, f"{n}_score") for n in ("completeness", "accuracy", "overall")}
+    scores = {
+        n: quality_score(table, f"{n}_score") for n in ("completeness", "accuracy", "overall")
+    }
     cost_type = sa.Numeric() if dialect == "postgresql" else sa.Float()
     measures: dict[str, Any] = {
         "operations": sa.func.count(),

@@ -30,9 +30,6 @@ from sync_observability.storage.schema import (
 )
 from sync_observability.storage.store import SyncStore
 
-# Where sync_observability.metrics stores the quality scores in sync_history.metadata.
-QUALITY_PATH = ("metrics", "data_quality")
-
 _FORMATS = {
     "postgresql": {"day": "'YYYY-MM-DD'", "hour": "'YYYY-MM-DD\"T\"HH24:00'"},
     "sqlite": {"day": "'%Y-%m-%d'", "hour": "'%Y-%m-%dT%H:00'"},
@@ -46,11 +43,6 @@ def _bucket(store: SyncStore, column: sa.ColumnElement[Any], unit: str) -> sa.Co
         return sa.func.to_char(sa.func.timezone(sa.literal_column("'UTC'"), column), fmt)
     # SQLite stores naive UTC text (see UTCDateTime), which strftime reads as UTC.
     return sa.func.strftime(fmt, column)
-
-
-def _score(name: str) -> sa.ColumnElement[float]:
-    """A quality score from ``sync_history.metadata``, NULL when the run did not record it."""
-    return sync_history.c["metadata"][(*QUALITY_PATH, name)].as_float()
 
 
 def _window(column: sa.ColumnElement[Any], since: dt.datetime, until: dt.datetime) -> Any:
@@ -310,9 +302,9 @@ def daily_quality(
     """
     h = sync_history.c
     day = _bucket(store, h.sync_start_time, "day").label("day")
-    overall = _score("overall_score")
-    completeness = _score("completeness_score")
-    accuracy = _score("accuracy_score")
+    overall = rollup.quality_score(sync_history, "overall_score")
+    completeness = rollup.quality_score(sync_history, "completeness_score")
+    accuracy = rollup.quality_score(sync_history, "accuracy_score")
     query = (
         sa.select(
             day,
