@@ -34,12 +34,11 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 
 from sync_observability.errors import DatabaseUnavailableError, InvalidInputError, StorageError
-from sync_observability.storage.engine import run_with_retries
 from sync_observability.storage.schema import UTCDateTime, sync_history
 from sync_observability.storage.store import SyncStore
 
@@ -47,8 +46,9 @@ DEFAULT_MONTHS_AHEAD = 3
 DEFAULT_PARTITION = "sync_history_default"
 _MONTH_NAME = re.compile(r"^sync_history_p(\d{4})(\d{2})$")
 _COLUMNS = ", ".join(c.name for c in sync_history.c)
-T = TypeVar("T")
-LOCK_TIMEOUT = "5s"  # the longest a detach or a new month waits for sync_history's lock
+# The longest a detach or a new month waits for sync_history's lock. Those transactions are
+# tried once (max_retries=0): a retried lock wait would hold sync_history's queue that long again.
+LOCK_TIMEOUT = "5s"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,25 +188,13 @@ def ensure_partitions(
             return True
 
         try:
-            if _once(store, tx, f"create partition {part.name}"):
+            if store._write(tx, f"create partition {part.name}", max_retries=0):
                 created.append(part.name)
         except StorageError:
             # A concurrent run created it first (or the lock wait timed out): check, not fail.
             if part.name not in store._read(existing, "list sync_history partitions")[1]:
                 raise
     return created
-
-
-def _once(store: SyncStore, fn: Callable[[sa.Connection], T], what: str) -> T:
-    """One transaction, not retried: a lock wait that timed out is not tried again, so the
-    ACCESS EXCLUSIVE request queued on ``sync_history`` holds other sessions back for at most
-    one ``lock_timeout``."""
-
-    def attempt() -> T:
-        with store.engine.begin() as conn:
-            return fn(conn)
-
-    return run_with_retries(attempt, what=what, max_retries=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,7 +343,7 @@ def archive_partitions(
             return rows
 
         try:
-            rows = _once(store, archive_month, f"archive {part.name}")
+            rows = store._write(archive_month, f"archive {part.name}", max_retries=0)
         except (_Keep, DatabaseUnavailableError):
             # A row must stay, or the lock on sync_history was not granted within the lock
             # timeout (a long query holds it): the month goes the batched way.

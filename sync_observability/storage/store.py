@@ -342,6 +342,12 @@ def _duration_ms(start: dt.datetime, end: dt.datetime) -> int:
 ROLLUP_MODES = ("refresh", "read", "off")
 
 
+def _check_rollups(rollups: str) -> str:
+    if rollups not in ROLLUP_MODES:
+        raise InvalidInputError("rollups", rollups, f"must be one of {', '.join(ROLLUP_MODES)}")
+    return rollups
+
+
 class SyncStore:
     """Owns the engine and every query on the sync tables, on SQLite or PostgreSQL.
 
@@ -372,9 +378,7 @@ class SyncStore:
         auto_migrate: bool = True,
         rollups: str = "refresh",
     ) -> None:
-        if rollups not in ROLLUP_MODES:
-            raise InvalidInputError("rollups", rollups, f"must be one of {', '.join(ROLLUP_MODES)}")
-        self.rollups = rollups
+        self.rollups = _check_rollups(rollups)
         self.engine = engine
         self.schema = schema
         self.max_retries = max_retries
@@ -413,8 +417,7 @@ class SyncStore:
         rollups: str = "refresh",
     ) -> SyncStore:
         """A store on a new engine for ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
-        if rollups not in ROLLUP_MODES:  # before an engine is made
-            raise InvalidInputError("rollups", rollups, f"must be one of {', '.join(ROLLUP_MODES)}")
+        _check_rollups(rollups)  # before an engine is made
         return cls(
             create_engine(url, schema),
             schema=schema,
@@ -441,8 +444,9 @@ class SyncStore:
         """Apply pending migrations; returns the revision the database was at before."""
         return self._retry(lambda: migrate.upgrade(self.engine, self.schema), "migrate")
 
-    def _retry(self, fn: Callable[[], T], what: str) -> T:
-        return run_with_retries(fn, what=what, max_retries=self.max_retries)
+    def _retry(self, fn: Callable[[], T], what: str, max_retries: int | None = None) -> T:
+        retries = self.max_retries if max_retries is None else max_retries
+        return run_with_retries(fn, what=what, max_retries=retries)
 
     def _read(self, fn: Callable[[sa.Connection], T], what: str) -> T:
         def attempt() -> T:
@@ -451,12 +455,14 @@ class SyncStore:
 
         return self._retry(attempt, what)
 
-    def _write(self, fn: Callable[[sa.Connection], T], what: str) -> T:
+    def _write(
+        self, fn: Callable[[sa.Connection], T], what: str, max_retries: int | None = None
+    ) -> T:
         def attempt() -> T:
             with self.engine.begin() as conn:
                 return fn(conn)
 
-        return self._retry(attempt, what)
+        return self._retry(attempt, what, max_retries)
 
     def _write_hot(self, fn: Callable[[Any], T], what: str) -> T:
         """``_write`` for the tracking hot path: on the DB-API cursor where there is one."""
