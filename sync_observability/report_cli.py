@@ -56,6 +56,7 @@ VALUE_STYLES = {
 # Reports that take --all, and the keyword it sets; reports that take --resource.
 ALL_OPTION = {
     "status": "include_healthy",
+    "volume-anomalies": "include_normal",
     "cost-trends": "per_resource",
     "quality-trends": "per_resource",
 }
@@ -87,7 +88,8 @@ SHORT_ID_COLUMNS = {"sync_id": 8}  # like a short git hash; --json has the whole
     "--all",
     "show_all",
     is_flag=True,
-    help="status: every resource, green ones too (default: red and yellow only). cost-trends, "
+    help="status: every resource, green ones too (default: red and yellow only). "
+    "volume-anomalies: NORMAL resources too (default: anomalies only). cost-trends, "
     "quality-trends: one row per day and resource (default: one row per day overall).",
 )
 @click.option(
@@ -128,7 +130,7 @@ def report(
     daily-volume      records processed per day and source system
     daily-operations  syncs, failures and success rate per day
     hourly-volume     syncs per hour with spike and drop detection
-    volume-anomalies  resources syncing unusually often or rarely today (2 sigma)
+    volume-anomalies  resources syncing unusually often or rarely today (2 sigma; --all)
     top-errors        the most frequent failures by resource and message
     operation-events  operational events (operation_log) by category
     cost-trends       daily cost, executions and bytes (--resource NAME, --all)

@@ -8,7 +8,6 @@ hours too and "today" is ``now``'s UTC date.
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from typing import Any
 
 import pandas as pd
@@ -20,7 +19,6 @@ from sync_observability.reports._common import (
     check_days,
     frame,
     frame_from_columns,
-    parse_day,
     parse_hour,
 )
 from sync_observability.storage import report_queries as queries
@@ -195,14 +193,24 @@ def hourly_volume(
 
 
 def volume_anomalies(
-    store: SyncStore, *, days: int = 30, now: dt.datetime | None = None
+    store: SyncStore,
+    *,
+    days: int = 30,
+    now: dt.datetime | None = None,
+    include_normal: bool = False,
 ) -> pd.DataFrame:
     """Resources syncing unusually often or rarely today: seed 004's 2 sigma rule.
 
-    As in the seed, per resource: the daily number of syncs over the window's days *with* syncs
-    (today included) gives a mean and a sample standard deviation; today's count above
-    mean + 2 sd is ANOMALY_HIGH, below mean - 2 sd ANOMALY_LOW. Only resources that synced today
-    and whose count varies (sd > 0) are listed, most syncs today first.
+    As in the seed, per resource: the daily number of syncs over the window's UTC days *with*
+    syncs (today included) gives a mean and a sample standard deviation; today's count above
+    mean + 2 sd is ANOMALY_HIGH, below mean - 2 sd ANOMALY_LOW (decided on the exact integer
+    counts, see :func:`maths.count_anomaly`). By default only those anomalies are listed;
+    ``include_normal`` lists, as the seed's query does, every resource that synced today and
+    whose count varies (sd > 0), NORMAL ones included (``sync-obs report volume-anomalies
+    --all``). Most syncs today first, then by resource.
+
+    The window is the seed's: ``days`` x 24 hours back from ``now``, by UTC day (its first
+    day counts from ``now`` - ``days`` days on, and today up to ``now``).
 
     Returns:
         ``resource``, ``today_operations``, ``avg_daily_operations``,
@@ -210,28 +218,27 @@ def volume_anomalies(
     """
     now = as_of(now)
     since = maths.rolling_window(now, check_days(days))
-    today = now.date()
-    per_resource: dict[str, dict[dt.date, int]] = defaultdict(dict)
-    for row in queries.daily_counts_by_resource(store, since=since, until=now):
-        per_resource[row["resource"]][parse_day(row["day"])] = row["operations"]
+    found = queries.daily_volume_stats(
+        store,
+        since=since,
+        until=now,
+        beyond_sigmas=None if include_normal else maths.ANOMALY_SIGMAS,
+    )
     rows = []
-    for resource, by_day in per_resource.items():
-        if today not in by_day:
-            continue
-        mean, stddev = maths.mean_and_stddev(list(by_day.values()))
-        if not stddev:
-            continue
+    for row in found:
+        mean, stddev = maths.count_stats(row["days"], row["operations"], row["squares"])
         rows.append(
             {
-                "resource": resource,
-                "today_operations": by_day[today],
+                "resource": row["resource"],
+                "today_operations": row["today"],
                 "avg_daily_operations": round(mean, 2),
-                "stddev_daily_operations": round(stddev, 2),
-                "active_days": len(by_day),
-                "activity_assessment": maths.anomaly_assessment(by_day[today], mean, stddev),
+                "stddev_daily_operations": None if stddev is None else round(stddev, 2),
+                "active_days": row["days"],
+                "activity_assessment": maths.count_anomaly(
+                    row["today"], row["days"], row["operations"], row["squares"]
+                ),
             }
         )
-    rows.sort(key=lambda r: (-r["today_operations"], r["resource"]))
     return frame(
         rows,
         (

@@ -154,22 +154,28 @@ def hourly_trend(operations: int, previous: int | None) -> str:
     return "NORMAL"
 
 
-def mean_and_stddev(values: Sequence[float]) -> tuple[float, float | None]:
-    """The mean and the sample standard deviation (PostgreSQL's ``STDDEV``; None below 2 values)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
+def count_stats(days: int, total: int, squares: int) -> tuple[float, float | None]:
+    """The mean and sample standard deviation (PostgreSQL's ``STDDEV``; None below 2 values) of
+    ``days`` counts summing to ``total``, their squares to ``squares``; exact until the root."""
+    mean = total / days
+    if days < 2:
         return mean, None
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance)
+    return mean, math.sqrt((days * squares - total * total) / (days * (days - 1)))
 
 
-def anomaly_assessment(today: float, mean: float, stddev: float) -> str:
-    """Seed 004's 2 sigma rule: ANOMALY_HIGH above mean + 2 sd, ANOMALY_LOW below mean - 2 sd."""
-    if today > mean + ANOMALY_SIGMAS * stddev:
-        return "ANOMALY_HIGH"
-    if today < mean - ANOMALY_SIGMAS * stddev:
-        return "ANOMALY_LOW"
-    return "NORMAL"
+def count_anomaly(today: int, days: int, total: int, squares: int) -> str:
+    """Seed 004's 2 sigma rule on integer counts: ANOMALY_HIGH above mean + 2 sd, ANOMALY_LOW
+    below mean - 2 sd, else NORMAL (also without deviation).
+
+    ``today`` is one of the ``days`` counts that sum to ``total`` (squares to ``squares``). The
+    test is done in integers, ``(n today - total)² (n - 1) > 4 n (n squares - total²)``, so a
+    count exactly on the bound is NORMAL whatever the floats would round to.
+    """
+    spread = days * squares - total * total
+    distance = days * today - total
+    if spread <= 0 or distance * distance * (days - 1) <= ANOMALY_SIGMAS**2 * days * spread:
+        return "NORMAL"
+    return "ANOMALY_HIGH" if distance > 0 else "ANOMALY_LOW"
 
 
 def quality_trend(score: float | None, previous: float | None) -> str | None:
@@ -187,14 +193,14 @@ def quality_trend(score: float | None, previous: float | None) -> str | None:
 
 
 __all__: Sequence[str] = (
-    "anomaly_assessment",
     "colour_count_label",
+    "count_anomaly",
+    "count_stats",
     "duration_label",
     "failures_label",
     "health_score",
     "health_score_label",
     "hourly_trend",
-    "mean_and_stddev",
     "operations_label",
     "percent",
     "quality_trend",

@@ -6,6 +6,10 @@ records, cost, bytes and quality sums) and ``sync_history_hourly_errors`` (faile
 resource and message) for the *closed* hours of their window, and ``sync_history`` itself for
 the rest, so the answer is the one a query over ``sync_history`` alone gives.
 
+The same refresh adds the closed hours to ``sync_history_daily`` (syncs per resource and UTC
+day; a day's row counts its hours before ``rolled_until``), and the volume-anomalies report sums
+a range of its whole days per resource once into ``sync_volume_baseline``.
+
 There is no second write path: the tables are filled from ``sync_history`` by
 ``INSERT ... SELECT ... GROUP BY`` in :func:`refresh_rollups`, which every report that reads
 them calls first (a few milliseconds when nothing closed since the last call; the first call on
@@ -24,8 +28,9 @@ When an hour is closed (final), so that its aggregate never changes:
 Rows that change an already-rolled hour anyway are handled where they are written:
 
 - a sync started with a ``started_at`` more than ``BACKFILL_AFTER`` in the past (a backfill)
-  moves ``rolled_until`` back to its hour in the same transaction (:func:`reopen_statement`),
-  so the next refresh aggregates that hour again; normal syncs pay nothing;
+  moves ``rolled_until`` back to its day's midnight in the same transaction
+  (:func:`reopen_statement`), so the next refresh aggregates that day again; normal syncs pay
+  nothing;
 - retention, before it deletes history rows older than a cutoff, moves ``rolled_from`` up past
   the cutoff and drops the roll-ups below it (:func:`retire_before`): hours that lose rows are
   read live from then on.
@@ -45,9 +50,11 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sync_observability.storage.schema import (
     UTCDateTime,
     sync_history,
+    sync_history_daily,
     sync_history_hourly,
     sync_history_hourly_errors,
     sync_rollup_state,
+    sync_volume_baseline,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +63,7 @@ if TYPE_CHECKING:
 GRACE = dt.timedelta(minutes=5)
 BACKFILL_AFTER = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
 ERROR_SUMMARY_LENGTH = 100  # seed 004: LEFT(error_message, 100)
 ANALYZE_AFTER = dt.timedelta(hours=24)  # a refresh spanning this many hours analyzes the tables
 
@@ -79,16 +87,30 @@ def ceil_hour(moment: dt.datetime) -> dt.datetime:
     return start if start == moment else start + HOUR
 
 
-def hour_bucket(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[dt.datetime]:
-    """``column`` truncated to its UTC hour, typed like the roll-ups' ``hour``."""
+def floor_day(moment: dt.datetime) -> dt.datetime:
+    """Midnight UTC of ``moment``'s day."""
+    return floor_hour(moment).replace(hour=0)
+
+
+def ceil_day(moment: dt.datetime) -> dt.datetime:
+    """The first midnight UTC at or after ``moment``."""
+    start = floor_day(moment)
+    return start if start == moment else start + DAY
+
+
+_TRUNCATED = {"hour": "'%Y-%m-%d %H:00:00.000000'", "day": "'%Y-%m-%d 00:00:00.000000'"}
+
+
+def hour_bucket(
+    dialect: str, column: sa.ColumnElement[Any], unit: str = "hour"
+) -> sa.ColumnElement[dt.datetime]:
+    """``column`` truncated to its UTC hour (or ``unit="day"``), typed like the roll-ups'."""
     if dialect == "postgresql":
         return sa.func.date_trunc(
-            sa.literal_column("'hour'"), column, sa.literal_column("'UTC'"), type_=UTCDateTime()
+            sa.literal_column(f"'{unit}'"), column, sa.literal_column("'UTC'"), type_=UTCDateTime()
         )
     # SQLite stores naive UTC text in UTCDateTime's fixed format (microseconds included).
-    return sa.func.strftime(
-        sa.literal_column("'%Y-%m-%d %H:00:00.000000'"), column, type_=UTCDateTime()
-    )
+    return sa.func.strftime(sa.literal_column(_TRUNCATED[unit]), column, type_=UTCDateTime())
 
 
 def _metric(dialect: str, table: sa.FromClause, name: str, sql_type: Any) -> Any:
@@ -251,15 +273,61 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
                 errors.order_by(sa.literal_column("hour")),
             )
         )
+        _refresh_days(conn, dialect, Coverage(state.rolled_from, current), until)
         conn.execute(sa.update(sync_rollup_state).values(rolled_until=until, refreshed_at=wall))
         if dialect == "postgresql" and until - current >= ANALYZE_AFTER:
             # A first fill or a long backfill: without fresh statistics the planner expects a
             # handful of rows per range and sorts thousands by collation (autovacuum's analyze
             # comes later). Hourly refreshes leave it to autovacuum.
-            conn.exec_driver_sql("ANALYZE sync_history_hourly, sync_history_hourly_errors")
+            conn.exec_driver_sql(
+                "ANALYZE sync_history_hourly, sync_history_hourly_errors, sync_history_daily"
+            )
         return Coverage(state.rolled_from, until)
 
     return store._write(tx, "refresh report roll-ups")
+
+
+def daily_coverage(coverage: Coverage) -> tuple[dt.datetime, dt.datetime]:
+    """The whole UTC days of ``coverage``: those ``sync_history_daily`` holds whole (maybe none).
+
+    The day after them, when it starts inside the coverage, is held too, for its hours up to
+    ``rolled_until`` (today's closed hours).
+    """
+    return ceil_day(coverage.rolled_from), floor_day(coverage.rolled_until)
+
+
+def _refresh_days(conn: sa.Connection, dialect: str, before: Coverage, until: dt.datetime) -> None:
+    """Add the hours ``[before.rolled_until, until)`` to the syncs per resource and day.
+
+    A day's row counts the hours of that day before ``rolled_until``. A backfill moves
+    ``rolled_until`` back to a midnight (:func:`reopen_statement`): the rows from there on are
+    dropped and counted again, with the baselines that summed them.
+    """
+    current = before.rolled_until
+    d = sync_history_daily.c
+    conn.execute(sa.delete(sync_history_daily).where(d.day >= current))
+    conn.execute(
+        sa.delete(sync_volume_baseline).where(sync_volume_baseline.c.until_day > floor_day(current))
+    )
+    start = max(current, ceil_day(before.rolled_from))
+    if until <= start:
+        return
+    h = sync_history.c
+    day = hour_bucket(dialect, h.sync_start_time, "day").label("day")
+    counts = (
+        sa.select(day, h.resource, sa.func.count().label("operations"))
+        .where(_range(h.sync_start_time, start, until))
+        .group_by(day, h.resource)
+        .order_by(sa.literal_column("day"))
+    )
+    insert = postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert
+    statement = insert(sync_history_daily).from_select(["day", "resource", "operations"], counts)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["day", "resource"],
+            set_={"operations": d.operations + statement.excluded.operations},
+        )
+    )
 
 
 def report_coverage(store: SyncStore) -> Coverage | None:
@@ -281,12 +349,12 @@ def report_coverage(store: SyncStore) -> Coverage | None:
 
 
 def reopen_statement(started_at: dt.datetime) -> sa.Update:
-    """The UPDATE that makes the hour of a backfilled ``started_at`` (and later ones) open.
+    """The UPDATE that makes the day of a backfilled ``started_at`` (and later ones) open.
 
     Run in the transaction that inserts the history row; it waits for a concurrent refresh's
     lock, so the refresh either saw the row or is undone from that hour by this update.
     """
-    hour = floor_hour(started_at)
+    hour = floor_day(started_at)  # the day's count in sync_history_daily is redone whole
     state = sync_rollup_state.c
     return (
         sa.update(sync_rollup_state)
@@ -321,6 +389,11 @@ def retire_before(store: SyncStore, before: dt.datetime) -> None:
             return
         for table in (sync_history_hourly, sync_history_hourly_errors):
             conn.execute(sa.delete(table).where(table.c.hour < boundary))
+        first_day = ceil_day(boundary)
+        conn.execute(sa.delete(sync_history_daily).where(sync_history_daily.c.day < first_day))
+        conn.execute(
+            sa.delete(sync_volume_baseline).where(sync_volume_baseline.c.from_day < first_day)
+        )
         conn.execute(
             sa.update(sync_rollup_state).values(
                 rolled_from=boundary, rolled_until=max(state.rolled_until, boundary)
@@ -413,6 +486,198 @@ def error_partials(
     for live in split.live:
         parts.append(live_errors(store.dialect, live_where(sync_history.c.sync_start_time, live)))
     return sa.union_all(*parts).subquery("error_partials")
+
+
+def ensure_baseline(store: SyncStore, from_day: dt.datetime, until_day: dt.datetime) -> None:
+    """Sum ``sync_history_daily`` over ``[from_day, until_day)`` per resource, once per range.
+
+    Only while those days are rolled up (checked under the state row's lock, which refreshes,
+    backfills and retention take to change them); sums of older ranges are dropped.
+    """
+    b = sync_volume_baseline.c
+
+    def exists(conn: sa.Connection) -> bool:
+        key = sa.and_(b.from_day == from_day, b.until_day == until_day)
+        return conn.execute(sa.select(sa.exists().where(key))).scalar_one()
+
+    if store._read(exists, "check volume baseline"):
+        return
+
+    def tx(conn: sa.Connection) -> None:
+        state = conn.execute(sa.select(sync_rollup_state).with_for_update(read=True)).one_or_none()
+        if state is None:
+            return
+        first, end = daily_coverage(Coverage(state.rolled_from, state.rolled_until))
+        if not first <= from_day < until_day <= end:
+            return
+        d = sync_history_daily.c
+        sums = (
+            sa.select(
+                sa.literal(from_day, UTCDateTime()),
+                sa.literal(until_day, UTCDateTime()),
+                d.resource,
+                sa.func.count(),
+                sa.func.sum(d.operations),
+                sa.func.sum(d.operations * d.operations),
+            )
+            .where(_range(d.day, from_day, until_day))
+            .group_by(d.resource)
+            .order_by(d.resource)  # a range's rows on adjacent pages
+        )
+        conn.execute(sa.delete(sync_volume_baseline).where(b.until_day < until_day))
+        insert = postgresql.insert if store.dialect == "postgresql" else sqlite_dialect.insert
+        columns = ["from_day", "until_day", "resource", "days", "operations", "squares"]
+        conn.execute(
+            insert(sync_volume_baseline).from_select(columns, sums).on_conflict_do_nothing()
+        )
+
+    store._write(tx, "sum the volume baseline")
+
+
+def _first_day(since: dt.datetime, day_end: dt.datetime, *, held: bool) -> sa.Subquery:
+    """``(resource, days, operations, squares)`` of the syncs in ``[since, day_end)``, the part
+    of a window's first day from ``since`` on: one day with syncs or none.
+
+    When ``sync_history_daily`` holds that day whole and ``since`` is in its first half, the
+    day's count minus the syncs before ``since`` (fewer rows to read than after it).
+    """
+    h, d = sync_history.c, sync_history_daily.c
+    day_start = day_end - DAY
+    if held and since - day_start < DAY / 2:
+        pieces = sa.union_all(
+            sa.select(d.resource, d.operations.label("operations")).where(d.day == day_start),
+            sa.select(h.resource, sa.literal(-1, sa.BigInteger).label("operations")).where(
+                _range(h.sync_start_time, day_start, since)
+            ),
+        ).subquery("first_day_pieces")
+        counts = (
+            sa.select(
+                pieces.c.resource, _bigint(sa.func.sum(pieces.c.operations)).label("operations")
+            )
+            .group_by(pieces.c.resource)
+            .subquery("first_day_counts")
+        )
+    else:
+        counts = (
+            sa.select(h.resource, sa.func.count().label("operations"))
+            .where(_range(h.sync_start_time, since, day_end))
+            .group_by(h.resource)
+            .subquery("first_day_counts")
+        )
+    c = counts.c
+    return (
+        sa.select(
+            c.resource,
+            sa.case((c.operations > 0, 1), else_=0).label("days"),
+            c.operations,
+            (c.operations * c.operations).label("squares"),
+        )
+        .where(c.operations > 0)
+        .subquery("first_day")
+    )
+
+
+def _bigint(value: Any) -> Any:
+    """A SUM of bigints as a bigint (PostgreSQL's is numeric, slow to convert row by row)."""
+    return sa.cast(value, sa.BigInteger)
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeParts:
+    """A resource's daily sync counts over a window, in parts that each hold a resource once.
+
+    ``today``: ``(resource, today)``, the syncs of the window's last day up to its end, for
+    every resource with any. ``before``: ``(resource, days, operations, squares)`` over the
+    whole days before it (days with syncs, their syncs, their squared daily syncs), each a
+    selection with at most one row per resource; a resource's figures are their sum.
+    """
+
+    today: sa.Subquery
+    before: tuple[sa.Subquery, ...]
+
+
+def daily_volume_parts(
+    store: SyncStore, coverage: Coverage | None, since: dt.datetime, until: dt.datetime
+) -> VolumeParts:
+    """The daily sync counts per resource from ``since`` to ``until``, by UTC day, as
+    :class:`VolumeParts`: the first day counted from ``since``, the last ("today") up to
+    ``until``.
+
+    The whole days the roll-ups hold come from one baseline row per resource
+    (:func:`ensure_baseline`, or ``sync_history_daily`` when there is none for the range),
+    today's closed hours from its ``sync_history_daily`` row, the rest from ``sync_history``:
+    the same figures as the history alone gives.
+    """
+    h, d = sync_history.c, sync_history_daily.c
+    today = floor_day(until)
+    whole_from = min(ceil_day(since), today)  # the first day may start at ``since``
+    count = sa.func.count()
+    today_parts: list[sa.Select[Any]] = []
+    before: list[sa.Subquery] = []
+    live_days: list[tuple[dt.datetime, dt.datetime]] = [(whole_from, today)]
+    today_from = today
+    first, end = daily_coverage(coverage) if coverage is not None else (today, today)
+    if since < whole_from:
+        before.append(
+            _first_day(since, whole_from, held=first <= floor_day(since) and whole_from <= end)
+        )
+    if coverage is not None:
+        low, high = max(first, whole_from), min(end, today)
+        if low < high:
+            live_days = [(whole_from, low), (high, today)]
+            if store.rollups == "refresh":
+                ensure_baseline(store, low, high)
+            b = sync_volume_baseline.c
+            key = sa.and_(b.from_day == low, b.until_day == high)
+            fallback = (
+                sa.select(
+                    d.resource,
+                    count.label("days"),
+                    _bigint(sa.func.sum(d.operations)).label("operations"),
+                    _bigint(sa.func.sum(d.operations * d.operations)).label("squares"),
+                )
+                .where(_range(d.day, low, high), ~sa.exists().where(key))
+                .group_by(d.resource)
+            )
+            baseline = sa.select(b.resource, b.days, b.operations, b.squares).where(key)
+            before.append(sa.union_all(baseline, fallback).subquery("baseline"))
+        if end == today >= first and coverage.rolled_until <= until:
+            # Today's hours up to rolled_until, counted by the refreshes.
+            today_parts.append(
+                sa.select(d.resource, d.operations.label("today")).where(d.day == today)
+            )
+            today_from = coverage.rolled_until
+    today_parts.append(  # one row per sync: summed once with the row above
+        sa.select(h.resource, sa.literal(1, sa.BigInteger).label("today")).where(
+            h.sync_start_time >= today_from, h.sync_start_time <= until
+        )
+    )
+    gaps = [_range(h.sync_start_time, a, z) for a, z in live_days if a < z]
+    if gaps:
+        day = hour_bucket(store.dialect, h.sync_start_time, "day")
+        per_day = (
+            sa.select(h.resource, count.label("operations"))
+            .where(sa.or_(*gaps))
+            .group_by(h.resource, day)
+            .subquery("per_day")
+        )
+        before.append(
+            sa.select(
+                per_day.c.resource,
+                sa.func.count().label("days"),
+                _bigint(sa.func.sum(per_day.c.operations)).label("operations"),
+                _bigint(sa.func.sum(per_day.c.operations * per_day.c.operations)).label("squares"),
+            )
+            .group_by(per_day.c.resource)
+            .subquery("live_days")
+        )
+    parts = sa.union_all(*today_parts).subquery("today_parts")
+    today_sum = (
+        sa.select(parts.c.resource, _bigint(sa.func.sum(parts.c.today)).label("today"))
+        .group_by(parts.c.resource)
+        .subquery("today")
+    )
+    return VolumeParts(today_sum, tuple(before))
 
 
 def mean(dialect: str, total: Any, count: Any) -> Any:

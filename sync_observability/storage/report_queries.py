@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from sync_observability.storage import history_rollup as rollup
 from sync_observability.storage.schema import (
+    Float,
     UTCDateTime,
     operation_log,
     sync_history,
@@ -62,11 +63,20 @@ def _bytewise(store: SyncStore, column: sa.ColumnElement[str]) -> sa.ColumnEleme
     return column.collate("C") if store.dialect == "postgresql" else column
 
 
-def _rows(store: SyncStore, query: sa.Select[Any], what: str) -> list[dict[str, Any]]:
+def _rows(
+    store: SyncStore, query: sa.Select[Any], what: str, *, serial: bool = False
+) -> list[dict[str, Any]]:
+    """``query``'s rows as dicts. ``serial``: no parallel workers (PostgreSQL), for a query
+    whose costly branch is skipped at run time but would start them anyway."""
+
     def read(conn: sa.Connection) -> list[dict[str, Any]]:
         if store.dialect == "postgresql":
             # Report queries run in milliseconds to a second: compiling them costs more.
-            conn.exec_driver_sql("SET LOCAL jit = off")
+            conn.exec_driver_sql(
+                "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0"
+                if serial
+                else "SET LOCAL jit = off"
+            )
         return [dict(row) for row in conn.execute(query).mappings()]
 
     return store._read(read, what)
@@ -215,20 +225,64 @@ def hourly_counts(
     return rows
 
 
-def daily_counts_by_resource(
-    store: SyncStore, *, since: dt.datetime, until: dt.datetime
+def daily_volume_stats(
+    store: SyncStore,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    beyond_sigmas: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Syncs started per resource and UTC day (days without syncs are absent)."""
-    h = sync_history.c
-    day = _bucket(store, h.sync_start_time, "day").label("day")
+    """Per resource that synced on ``until``'s UTC day: its daily sync counts over the window.
+
+    ``today`` (that day's syncs), ``days`` (UTC days with syncs, today's included),
+    ``operations`` and ``squares`` (the sum of the counts and of their squares): the exact
+    integers the 2 sigma rule needs (:func:`sync_observability.reports.maths.count_anomaly`).
+    Only resources whose counts vary; with ``beyond_sigmas``, only those whose count today is
+    more than that many standard deviations from their mean, decided in SQL by the same
+    integer test. Most syncs today first, then by resource.
+    """
+    coverage = rollup.report_coverage(store)
+    parts = rollup.daily_volume_parts(store, coverage, since, until)
+    t = parts.today.c
+    joined: sa.FromClause = parts.today
+    for part in parts.before:
+        joined = joined.outerjoin(part, part.c.resource == t.resource)
+
+    def before(name: str) -> sa.ColumnElement[Any]:
+        return sum((sa.func.coalesce(part.c[name], 0) for part in parts.before), sa.literal(0))
+
+    # In doubles: exact for integers below 2**53 (squared daily counts of millions of syncs),
+    # never an overflow error, and cheaper than numeric on thousands of rows.
+    today = sa.cast(t.today, Float)
+    n = sa.cast(before("days"), Float) + 1
+    total = sa.cast(before("operations"), Float) + today
+    squares = sa.cast(before("squares"), Float) + today * today
+    spread = n * squares - total * total  # n (n - 1) variance: > 0 when the counts vary
+    distance = n * today - total  # n (today - mean)
+    where = [spread > 0]
+    if beyond_sigmas is not None:
+        # |today - mean| > k sd  <=>  distance² (n - 1) > k² n spread: no division, no root.
+        k2 = sa.literal(beyond_sigmas**2, Float)
+        where.append(distance * distance * (n - 1) > k2 * n * spread)
+    resource = _bytewise(store, t.resource)
     query = (
-        sa.select(h.resource, day, sa.func.count().label("operations"))
-        .where(_window(h.sync_start_time, since, until))
-        .group_by(h.resource, day)
+        sa.select(
+            resource.label("resource"),
+            today.label("today"),
+            n.label("days"),
+            total.label("operations"),
+            squares.label("squares"),
+        )
+        .select_from(joined)
+        .where(*where)
+        .order_by(today.desc(), resource.asc())
     )
-    rows = _rows(store, query, "read daily operations per resource")
+    # serial: the baseline's fallback branch, skipped when the baseline exists, is planned
+    # parallel and would start its workers anyway.
+    rows = _rows(store, query, "read daily operations per resource", serial=True)
     for row in rows:
-        row["operations"] = _int(row["operations"])
+        for key in ("today", "days", "operations", "squares"):
+            row[key] = _int(row[key])
     return rows
 
 
@@ -370,10 +424,10 @@ def _timestamp(value: Any) -> dt.datetime | None:
 
 
 __all__: Sequence[str] = (
-    "daily_counts_by_resource",
     "daily_operations",
     "daily_quality",
     "daily_volume_by_source",
+    "daily_volume_stats",
     "error_groups",
     "failed_syncs",
     "hourly_counts",

@@ -469,6 +469,30 @@ sync_history_hourly_errors = sa.Table(
 )
 sa.Index("ix_sync_history_hourly_errors_hour", sync_history_hourly_errors.c.hour)
 
+# Syncs started per resource and UTC day, for the whole days the hourly roll-ups hold: the
+# daily counts the volume-anomalies report compares (see history_rollup.refresh_rollups).
+sync_history_daily = sa.Table(
+    "sync_history_daily",
+    metadata,
+    sa.Column("day", UTCDateTime(), primary_key=True),  # midnight UTC
+    sa.Column("resource", sa.String(MAX_NAME_LENGTH), primary_key=True),
+    sa.Column("operations", Count, nullable=False),
+)
+
+# Per resource, over the days [from_day, until_day) of sync_history_daily: the number of days
+# with syncs, their syncs and the sum of the squared daily counts (the mean and the deviation
+# of the volume-anomalies baseline). Computed once per range; dropped with the days it covers.
+sync_volume_baseline = sa.Table(
+    "sync_volume_baseline",
+    metadata,
+    sa.Column("from_day", UTCDateTime(), primary_key=True),
+    sa.Column("until_day", UTCDateTime(), primary_key=True),
+    sa.Column("resource", sa.String(MAX_NAME_LENGTH), primary_key=True),
+    sa.Column("days", Count, nullable=False),
+    sa.Column("operations", Count, nullable=False),
+    sa.Column("squares", Count, nullable=False),
+)
+
 # One row: the roll-ups hold exactly the hours in [rolled_from, rolled_until).
 sync_rollup_state = sa.Table(
     "sync_rollup_state",

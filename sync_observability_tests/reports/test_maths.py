@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sync_observability.reports import maths
 
@@ -102,19 +105,34 @@ def test_hourly_trend(operations, previous, trend):
     assert maths.hourly_trend(operations, previous) == trend
 
 
-def test_mean_and_stddev_match_postgres_stddev_samp():
-    values = [3, 5, 4, 10, 4]
-    mean, sd = maths.mean_and_stddev(values)
-    assert mean == statistics.mean(values)
-    assert sd == pytest.approx(statistics.stdev(values))
-    assert maths.mean_and_stddev([7]) == (7, None)
+@given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=40))
+def test_count_stats_match_postgres_stddev_samp(counts):
+    mean, sd = maths.count_stats(len(counts), sum(counts), sum(c * c for c in counts))
+    assert mean == pytest.approx(statistics.mean(counts))
+    if len(counts) < 2:
+        assert sd is None
+    else:
+        assert sd == pytest.approx(statistics.stdev(counts), abs=1e-9)
 
 
-def test_anomaly_assessment_two_sigma():
-    assert maths.anomaly_assessment(10.1, 4.0, 3.0) == "ANOMALY_HIGH"
-    assert maths.anomaly_assessment(10.0, 4.0, 3.0) == "NORMAL"
-    assert maths.anomaly_assessment(0.0, 7.0, 3.0) == "ANOMALY_LOW"
-    assert maths.anomaly_assessment(1.0, 7.0, 3.0) == "NORMAL"
+@given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=40))
+def test_count_anomaly_is_the_exact_two_sigma_rule(counts):
+    today, n = counts[-1], len(counts)
+    mean = Fraction(sum(counts), n)
+    variance = sum((c - mean) ** 2 for c in counts) / (n - 1) if n > 1 else Fraction(0)
+    # today beyond mean +/- 2 sd  <=>  (today - mean)² > 4 variance, on the right side
+    beyond = variance > 0 and (today - mean) ** 2 > 4 * variance
+    expected = "NORMAL" if not beyond else ("ANOMALY_HIGH" if today > mean else "ANOMALY_LOW")
+    assert maths.count_anomaly(today, n, sum(counts), sum(c * c for c in counts)) == expected
+
+
+def test_count_anomaly_on_the_bound_is_normal():
+    counts = [0, 0, 0, 0, 1, 5]  # 5 is exactly mean + 2 sd
+    assert (statistics.mean(counts) + 2 * statistics.stdev(counts)) == pytest.approx(5)
+    assert maths.count_anomaly(5, 6, 6, 26) == "NORMAL"
+    assert maths.count_anomaly(6, 6, 7, 37) == "ANOMALY_HIGH"  # [0, 0, 0, 0, 1, 6]
+    assert maths.count_anomaly(0, 3, 14, 98) == "NORMAL"  # [7, 7, 0]: within 2 sd of 4.67
+    assert maths.count_anomaly(3, 1, 3, 9) == "NORMAL"  # one day: no deviation
 
 
 def test_quality_trend():

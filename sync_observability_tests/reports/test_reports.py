@@ -251,24 +251,27 @@ def test_volume_anomalies_two_sigma(store):
     ]
     flat = [Run("hr/flat", at(f"06-{d:02d} 06:00"), 1) for d in (13, 14, 15)]
     add_runs(store, busy + quiet + normal + flat)
-    rows = records(volume_anomalies(store, now=NOW))
+    rows = records(volume_anomalies(store, now=NOW, include_normal=True))
     assert [(r["resource"], r["today_operations"], r["activity_assessment"]) for r in rows] == [
         ("hr/steady", 5, "ANOMALY_HIGH"),
         ("hr/normal", 3, "NORMAL"),
         ("hr/quiet", 1, "ANOMALY_LOW"),
     ]  # hr/flat: no variation (sd 0), left out as in the seed
+    # By default only the anomalies.
+    assert records(volume_anomalies(store, now=NOW)) == [rows[0], rows[2]]
     steady_row = rows[0]
     daily = [1] * 10 + [5]
     assert steady_row["avg_daily_operations"] == round(statistics.mean(daily), 2)
     assert steady_row["stddev_daily_operations"] == round(statistics.stdev(daily), 2)
     assert steady_row["active_days"] == 11
     # A resource that did not sync today is not assessed.
-    tomorrow = records(volume_anomalies(store, now=NOW + dt.timedelta(days=1)))
+    tomorrow = records(volume_anomalies(store, now=NOW + dt.timedelta(days=1), include_normal=True))
     assert tomorrow == []
 
 
 def test_volume_anomalies_on_known_history(store, known):
-    rows = records(volume_anomalies(store, now=NOW))
+    assert records(volume_anomalies(store, now=NOW)) == []
+    rows = records(volume_anomalies(store, now=NOW, include_normal=True))
     assert rows == [
         {
             "resource": "vantage/accounts",

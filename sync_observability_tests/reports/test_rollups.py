@@ -19,8 +19,10 @@ from sync_observability.reports import REPORTS, cost_trends, quality_trends, sta
 from sync_observability.storage.retention_store import RetentionStore
 from sync_observability.storage.schema import (
     sync_history,
+    sync_history_daily,
     sync_history_hourly,
     sync_rollup_state,
+    sync_volume_baseline,
 )
 from sync_observability_tests.reports.history import (
     DEALS_RUNNING,
@@ -34,6 +36,8 @@ from sync_observability_tests.reports.history import (
 # Every report with every option that changes what it reads.
 CALLS = [(name, {}) for name in REPORTS] + [
     ("status", {"include_healthy": True}),
+    ("volume-anomalies", {"include_normal": True}),
+    ("volume-anomalies", {"days": 3, "include_normal": True}),
     ("cost-trends", {"per_resource": True}),
     ("quality-trends", {"per_resource": True}),
     ("cost-trends", {"resource": "vantage/accounts"}),
@@ -103,7 +107,7 @@ def test_a_late_finish_is_counted_once_its_hour_closes(store):
     assert_rolled_equals_live(store)
 
 
-def test_a_backfilled_start_reopens_its_hour(store):
+def test_a_backfilled_start_reopens_its_day(store):
     add_runs(store, KNOWN_HISTORY)
     answers(store)  # rolls every closed hour
     assert rollup_state(store).rolled_until == at("06-15 12:00")
@@ -118,7 +122,8 @@ def test_a_backfilled_start_reopens_its_hour(store):
         error="API_TIMEOUT: backfill",
     )
     add_runs(store, [late])
-    assert rollup_state(store).rolled_until == at("06-14 03:00")
+    # Back to its day's start: the day's count per resource is redone whole.
+    assert rollup_state(store).rolled_until == at("06-14 00:00")
     rows = top_errors(store, days=3, now=NOW).to_dict("records")
     assert ("vantage/accounts", "API_TIMEOUT: backfill") in {
         (r["resource"], r["error_summary"]) for r in rows
@@ -219,3 +224,81 @@ def test_read_mode_uses_the_rolled_hours_and_writes_nothing(store):
 def test_rollups_mode_is_checked():
     with pytest.raises(InvalidInputError, match="rollups='never'"):
         SyncStore.from_url("sqlite://", rollups="never")
+
+
+def _busy_history() -> list[Run]:
+    """Three resources over 12 days with daily counts that vary, and anomalies on 06-15."""
+    counts = {
+        "ops/steady": [2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 9],  # spikes on the last day
+        "ops/wobbly": [1, 4, 0, 6, 2, 5, 0, 3, 4, 1, 5, 2],
+        "ops/fading": [6, 5, 6, 7, 5, 6, 6, 5, 7, 6, 5, 1],  # drops on the last day
+    }
+    runs = []
+    for resource, per_day in counts.items():
+        for offset, count in enumerate(per_day):
+            day = at("06-04 00:00") + dt.timedelta(days=offset)
+            runs += [Run(resource, day + dt.timedelta(minutes=50 * i + 7), 5) for i in range(count)]
+    return runs
+
+
+def volume_answers(store: SyncStore) -> list:
+    return [
+        REPORTS["volume-anomalies"](store, now=when, days=days, include_normal=True).to_dict(
+            "records"
+        )
+        for when in (NOW, at("06-15 03:10"), at("06-16 00:00"))
+        for days in (3, 7, 30)
+    ]
+
+
+def test_volume_baselines_follow_backfills_and_retention(store):
+    """The daily counts and per-resource baselines give the live answer after every change."""
+    # A sync running since 11:00 on the last day holds the roll-ups at 11:00: that day's
+    # closed hours are counted in its sync_history_daily row, the rest read live.
+    late_spike = Run("ops/steady", at("06-15 11:40"), 5)
+    add_runs(store, [*_busy_history(), Run("ops/other", at("06-15 11:00"), None), late_spike])
+    rolled = volume_answers(store)
+    assert rolled == volume_answers(store_with(store, "off"))
+    anomalies = REPORTS["volume-anomalies"](store, now=NOW).to_dict("records")
+    assert [(r["resource"], r["activity_assessment"]) for r in anomalies] == [
+        ("ops/steady", "ANOMALY_HIGH"),
+        ("ops/fading", "ANOMALY_LOW"),
+    ]
+    with store.engine.connect() as conn:
+        daily = conn.execute(sa.select(sync_history_daily)).all()
+        baselines = conn.execute(sa.select(sync_volume_baseline)).all()
+    assert {r.day for r in daily} == {at("06-04 00:00") + dt.timedelta(days=d) for d in range(12)}
+    last_day = {r.resource: r.operations for r in daily if r.day == at("06-15 00:00")}
+    assert last_day == {"ops/steady": 9, "ops/wobbly": 2, "ops/fading": 1}  # not 11:40's
+    assert rollup_state(store).rolled_until == at("06-15 11:00")
+    assert baselines and {b.resource for b in baselines} <= {
+        "ops/steady",
+        "ops/wobbly",
+        "ops/fading",
+    }
+    # A backfilled run on a day the baselines summed: its hour, day and baselines are redone.
+    add_runs(store, [Run("ops/wobbly", at("06-10 05:00"), 5)])
+    assert volume_answers(store) == volume_answers(store_with(store, "off"))
+    with store.engine.connect() as conn:
+        wobbly = conn.execute(
+            sa.select(sync_history_daily.c.operations).where(
+                sync_history_daily.c.resource == "ops/wobbly",
+                sync_history_daily.c.day == at("06-10 00:00"),
+            )
+        ).scalar_one()
+    assert wobbly == 1  # 0 before the backfill
+    # Retention archives the runs before 06-08 10:00: the days it touched leave the roll-ups.
+    RetentionStore(store).archive_batch(
+        before=at("06-08 10:00"), after=None, limit=1000, now=NOW, keep_last=0
+    )
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.min(sync_history_daily.c.day))).scalar() == at(
+            "06-09 00:00"
+        )
+        assert conn.execute(sa.select(sa.func.min(sync_volume_baseline.c.from_day))).scalar() in (
+            None,
+            at("06-09 00:00"),
+        )
+    assert volume_answers(store) == volume_answers(store_with(store, "off"))
+    # A read-only store uses what is rolled up and sums the daily counts itself if need be.
+    assert volume_answers(store_with(store, "read")) == volume_answers(store_with(store, "off"))
