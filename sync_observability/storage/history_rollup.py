@@ -16,14 +16,13 @@ them calls first (a few milliseconds when nothing closed since the last call; th
 an existing history aggregates all of it once). ``sync_rollup_state`` says which hours the
 roll-ups hold: exactly ``[rolled_from, rolled_until)``.
 
-When an hour is closed (final), so that its aggregate never changes:
-
-- it ended at least ``GRACE`` ago by the refreshing process's clock (a sync that starts is
-  inserted with ``started_at`` = now by the tracker, and commits well within ``GRACE``); and
-- no sync that started in it, or in any earlier hour, is still running: a running row's status,
-  duration and records change when it finishes, so ``rolled_until`` never passes the start hour
-  of the oldest running row (a sync stuck running holds it back until the stuck-run sensor
-  reaps it; the reports stay correct, reading more hours live).
+An hour is closed (rolled up) once it ended at least ``GRACE`` ago by the refreshing process's
+clock (a sync that starts is inserted with ``started_at`` = now by the tracker, and commits well
+within ``GRACE``). Its runs are final then, except those still running: their status, duration
+and records change when they finish. Those are listed in ``sync_rollup_pending`` instead of
+being aggregated; the reports read them from ``sync_history`` (a few index lookups), and the
+first refresh after they finish adds them to the roll-ups. A sync stuck running costs one
+lookup per report, not every later hour read live.
 
 Rows that change an already-rolled hour anyway are handled where they are written:
 
@@ -53,6 +52,7 @@ from sync_observability.storage.schema import (
     sync_history_daily,
     sync_history_hourly,
     sync_history_hourly_errors,
+    sync_rollup_pending,
     sync_rollup_state,
     sync_volume_baseline,
 )
@@ -216,18 +216,21 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
     h = sync_history.c
     insert = postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert
 
-    def closable(conn: sa.Connection, wall: dt.datetime) -> dt.datetime:
-        """The end of the last hour that may be closed now."""
-        until = floor_hour(wall - GRACE)
-        running = conn.execute(
-            sa.select(sa.func.min(h.sync_start_time)).where(h.sync_status == "running")
-        ).scalar()
-        return until if running is None else min(until, floor_hour(running))
+    p = sync_rollup_pending.c
+    # A listed run that is no longer running (or is gone): its hour's roll-up misses it.
+    ran = sa.select(h.sync_id).where(
+        h.sync_id == p.sync_id, h.sync_start_time == p.sync_start_time, h.sync_status == "running"
+    )
+    ended = ~sa.exists(ran)
 
     def check(conn: sa.Connection) -> Coverage | None:
-        """Without a lock: the coverage when nothing closed since the last refresh."""
+        """Without a lock: the coverage when nothing closed or finished since the last refresh."""
         state = conn.execute(sa.select(sync_rollup_state)).one_or_none()
-        if state is None or closable(conn, utcnow()) > state.rolled_until:
+        if state is None or floor_hour(utcnow() - GRACE) > state.rolled_until:
+            return None
+        if conn.execute(
+            sa.select(sa.exists().select_from(sync_rollup_pending).where(ended))
+        ).scalar_one():
             return None
         return Coverage(state.rolled_from, state.rolled_until)
 
@@ -250,29 +253,34 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
                 .on_conflict_do_nothing()
             )
             state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one()
-        until = closable(conn, wall)
+        until = floor_hour(wall - GRACE)
         current = state.rolled_until
+        measures = list(hourly_measures(dialect, sync_history))  # built only when needed
+        if until > current:  # after a backfill, current's hours may be rolled: redone below
+            for table in (sync_history_hourly, sync_history_hourly_errors):
+                conn.execute(sa.delete(table).where(table.c.hour >= current))
+            conn.execute(sa.delete(sync_rollup_pending).where(p.sync_start_time >= current))
+        # Listed runs that have finished (or are gone) are marked first, so that the rows
+        # added and the rows deleted below are the same ones whatever finishes meanwhile (a
+        # finished run never changes again).
+        conn.execute(sa.update(sync_rollup_pending).where(ended).values(finished=True))
+        done = sa.exists().where(
+            p.sync_id == h.sync_id, p.sync_start_time == h.sync_start_time, p.finished
+        )
+        _insert_rollups(conn, dialect, done, measures)
+        conn.execute(sa.delete(sync_rollup_pending).where(p.finished))
         if until <= current:
             return Coverage(state.rolled_from, current)
-        for table in (sync_history_hourly, sync_history_hourly_errors):
-            conn.execute(sa.delete(table).where(table.c.hour >= current))
+        # The new hours. Runs still running are listed first; the rest of each hour is final.
         window = _range(h.sync_start_time, current, until)
-        measures = list(hourly_measures(dialect, sync_history))  # built only when needed
-        # In hour order, so that a report's range of hours reads adjacent pages (a backfill of
-        # many hours would otherwise land in the aggregate's hash order).
-        live = live_hourly(dialect, sync_history, window, measures)
         conn.execute(
-            sa.insert(sync_history_hourly).from_select(
-                ["hour", *GROUP_COLUMNS, *measures], live.order_by(sa.literal_column("hour"))
+            sa.insert(sync_rollup_pending).from_select(
+                ["sync_id", "sync_start_time"],
+                sa.select(h.sync_id, h.sync_start_time).where(window, h.sync_status == "running"),
             )
         )
-        errors = live_errors(dialect, window)
-        conn.execute(
-            sa.insert(sync_history_hourly_errors).from_select(
-                [column.name for column in errors.selected_columns],
-                errors.order_by(sa.literal_column("hour")),
-            )
-        )
+        listed = sa.exists().where(p.sync_id == h.sync_id, p.sync_start_time == h.sync_start_time)
+        _insert_rollups(conn, dialect, sa.and_(window, ~listed), measures)
         _refresh_days(conn, dialect, Coverage(state.rolled_from, current), until)
         conn.execute(sa.update(sync_rollup_state).values(rolled_until=until, refreshed_at=wall))
         if dialect == "postgresql" and until - current >= ANALYZE_AFTER:
@@ -285,6 +293,36 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
         return Coverage(state.rolled_from, until)
 
     return store._write(tx, "refresh report roll-ups")
+
+
+def _insert_rollups(conn: sa.Connection, dialect: str, where: Any, measures: Sequence[str]) -> None:
+    """Aggregate the history rows matching ``where`` into both hourly roll-up tables."""
+    # In hour order, so that a report's range of hours reads adjacent pages (a backfill of
+    # many hours would otherwise land in the aggregate's hash order).
+    live = live_hourly(dialect, sync_history, where, measures)
+    conn.execute(
+        sa.insert(sync_history_hourly).from_select(
+            ["hour", *GROUP_COLUMNS, *measures], live.order_by(sa.literal_column("hour"))
+        )
+    )
+    errors = live_errors(dialect, where)
+    conn.execute(
+        sa.insert(sync_history_hourly_errors).from_select(
+            [column.name for column in errors.selected_columns],
+            errors.order_by(sa.literal_column("hour")),
+        )
+    )
+
+
+def pending_runs(rolled: tuple[dt.datetime, dt.datetime]) -> Any:
+    """The ``sync_history`` rows of the rolled hours ``rolled`` that the roll-ups left out
+    (running when their hour was rolled up): reports read them live."""
+    p = sync_rollup_pending.c
+    return sa.exists().where(
+        p.sync_id == sync_history.c.sync_id,
+        p.sync_start_time == sync_history.c.sync_start_time,
+        _range(p.sync_start_time, *rolled),
+    )
 
 
 def daily_coverage(coverage: Coverage) -> tuple[dt.datetime, dt.datetime]:
@@ -306,9 +344,8 @@ def _refresh_days(conn: sa.Connection, dialect: str, before: Coverage, until: dt
     current = before.rolled_until
     d = sync_history_daily.c
     conn.execute(sa.delete(sync_history_daily).where(d.day >= current))
-    conn.execute(
-        sa.delete(sync_volume_baseline).where(sync_volume_baseline.c.until_day > floor_day(current))
-    )
+    baseline = sync_volume_baseline.c
+    conn.execute(sa.delete(sync_volume_baseline).where(baseline.until_day > floor_day(current)))
     start = max(current, ceil_day(before.rolled_from))
     if until <= start:
         return
@@ -389,6 +426,9 @@ def retire_before(store: SyncStore, before: dt.datetime) -> None:
             return
         for table in (sync_history_hourly, sync_history_hourly_errors):
             conn.execute(sa.delete(table).where(table.c.hour < boundary))
+        conn.execute(
+            sa.delete(sync_rollup_pending).where(sync_rollup_pending.c.sync_start_time < boundary)
+        )
         first_day = ceil_day(boundary)
         conn.execute(sa.delete(sync_history_daily).where(sync_history_daily.c.day < first_day))
         conn.execute(
@@ -455,6 +495,10 @@ def hourly_partials(
         if only is not None:
             part = part.where(only(r.sync_status))
         parts.append(part)
+        where = pending_runs(split.rolled)
+        if only is not None:
+            where = sa.and_(where, only(sync_history.c.sync_status))
+        parts.append(live_hourly(store.dialect, sync_history, where, measures))
     for live in split.live:
         where = live_where(sync_history.c.sync_start_time, live)
         if only is not None:
@@ -483,6 +527,7 @@ def error_partials(
                 e.last_start,
             ).where(_range(e.hour, *split.rolled))
         )
+        parts.append(live_errors(store.dialect, pending_runs(split.rolled)))
     for live in split.live:
         parts.append(live_errors(store.dialect, live_where(sync_history.c.sync_start_time, live)))
     return sa.union_all(*parts).subquery("error_partials")
@@ -495,17 +540,14 @@ def ensure_baseline(store: SyncStore, from_day: dt.datetime, until_day: dt.datet
     backfills and retention take to change them); sums of older ranges are dropped.
     """
     b = sync_volume_baseline.c
-
-    def exists(conn: sa.Connection) -> bool:
-        key = sa.and_(b.from_day == from_day, b.until_day == until_day)
-        return conn.execute(sa.select(sa.exists().where(key))).scalar_one()
-
-    if store._read(exists, "check volume baseline"):
+    key = sa.and_(b.from_day == from_day, b.until_day == until_day)
+    found = sa.select(sa.exists().where(key))
+    if store._read(lambda conn: conn.execute(found).scalar_one(), "check volume baseline"):
         return
 
     def tx(conn: sa.Connection) -> None:
-        state = conn.execute(sa.select(sync_rollup_state).with_for_update(read=True)).one_or_none()
-        if state is None:
+        state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one_or_none()
+        if state is None or conn.execute(found).scalar_one():
             return
         first, end = daily_coverage(Coverage(state.rolled_from, state.rolled_until))
         if not first <= from_day < until_day <= end:
@@ -525,11 +567,10 @@ def ensure_baseline(store: SyncStore, from_day: dt.datetime, until_day: dt.datet
             .order_by(d.resource)  # a range's rows on adjacent pages
         )
         conn.execute(sa.delete(sync_volume_baseline).where(b.until_day < until_day))
-        insert = postgresql.insert if store.dialect == "postgresql" else sqlite_dialect.insert
         columns = ["from_day", "until_day", "resource", "days", "operations", "squares"]
-        conn.execute(
-            insert(sync_volume_baseline).from_select(columns, sums).on_conflict_do_nothing()
-        )
+        conn.execute(sa.insert(sync_volume_baseline).from_select(columns, sums))
+        if store.dialect == "postgresql":  # a new range: the planner's estimates need it
+            conn.exec_driver_sql("ANALYZE sync_volume_baseline")
 
     store._write(tx, "sum the volume baseline")
 

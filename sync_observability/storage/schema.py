@@ -493,6 +493,17 @@ sync_volume_baseline = sa.Table(
     sa.Column("squares", Count, nullable=False),
 )
 
+# The runs that were still running when their hour was rolled up: left out of
+# sync_history_hourly(_errors), read from sync_history by the reports, and added to the roll-ups
+# by a later refresh once they have finished.
+sync_rollup_pending = sa.Table(
+    "sync_rollup_pending",
+    metadata,
+    sa.Column("sync_id", sa.String(36), primary_key=True),
+    sa.Column("sync_start_time", UTCDateTime(), nullable=False),
+    sa.Column("finished", sa.Boolean(), nullable=False, server_default=sa.false()),
+)
+
 # One row: the roll-ups hold exactly the hours in [rolled_from, rolled_until).
 sync_rollup_state = sa.Table(
     "sync_rollup_state",

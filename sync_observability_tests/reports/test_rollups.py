@@ -21,9 +21,11 @@ from sync_observability.storage.schema import (
     sync_history,
     sync_history_daily,
     sync_history_hourly,
+    sync_rollup_pending,
     sync_rollup_state,
     sync_volume_baseline,
 )
+from sync_observability.tracking import utcnow
 from sync_observability_tests.reports.history import (
     DEALS_RUNNING,
     KNOWN_HISTORY,
@@ -45,7 +47,13 @@ CALLS = [(name, {}) for name in REPORTS] + [
     ("hourly-volume", {"days": 2}),
     ("top-errors", {"days": 30}),
 ]
-NOWS = [NOW, NOW + dt.timedelta(minutes=7, seconds=3), at("06-14 23:59"), at("06-15 00:00")]
+NOWS = [
+    NOW,
+    NOW + dt.timedelta(minutes=7, seconds=3),
+    at("06-14 23:59"),
+    at("06-15 00:00"),
+    at("06-16 09:00"),  # the running sync's hour is rolled up
+]
 
 
 def answers(store: SyncStore) -> dict:
@@ -82,35 +90,63 @@ def assert_rolled_equals_live(store: SyncStore) -> None:
 
 
 def test_reports_from_rollups_equal_reports_from_history(store):
-    add_runs(store, KNOWN_HISTORY)
+    ids = add_runs(store, KNOWN_HISTORY)
     assert_rolled_equals_live(store)
-    # The running sync (06-15 12:20) keeps its hour and every later one open.
-    assert rollup_state(store).rolled_until == at("06-15 12:00")
+    # Every hour up to the grace period is rolled; the running sync (06-15 12:20) is left out
+    # of its hour's roll-up and listed, read live.
+    assert rollup_state(store).rolled_until > NOW
+    assert pending(store) == {ids[DEALS_RUNNING]: False}
     with store.engine.connect() as conn:
-        hours = conn.execute(sa.select(sync_history_hourly.c.hour)).scalars().all()
-    assert hours and max(hours) < at("06-15 12:00")
+        hours = conn.execute(sa.select(sync_history_hourly.c["hour", "sync_status"])).all()
+    assert (at("06-15 12:00"), "running") not in {tuple(h) for h in hours}
 
 
-def test_a_late_finish_is_counted_once_its_hour_closes(store):
+def pending(store: SyncStore) -> dict[str, bool]:
+    with store.engine.connect() as conn:
+        return dict(conn.execute(sa.select(sync_rollup_pending.c["sync_id", "finished"])).all())
+
+
+def test_a_late_finish_is_added_to_its_rolled_hour(store):
     ids = add_runs(store, KNOWN_HISTORY)
     before = REPORTS["daily-operations"](store, days=1, now=NOW).to_dict("records")
+    assert pending(store) == {ids[DEALS_RUNNING]: False}
+    with store.engine.connect() as conn:
+        rolled_rows = conn.execute(sa.select(sa.func.count()).select_from(sync_history_hourly))
+        rolled_rows = rolled_rows.scalar_one()
     store.finish_sync(
         sync_id=ids[DEALS_RUNNING],
         resource=DEALS_RUNNING.resource,
         started_at=DEALS_RUNNING.start,
         outcome=SyncOutcome(status="failed", ended_at=NOW, error_message="late"),
     )
+    # A read-only store still reads the listed run live, with its new status.
+    reader = store_with(store, "read")
+    failed = REPORTS["daily-operations"](reader, days=1, now=NOW).to_dict("records")
+    assert failed[0]["failed_operations"] == before[0]["failed_operations"] + 1
+    assert answers(reader) == live_answers(store)  # top errors too
+    assert pending(store) == {ids[DEALS_RUNNING]: False}
+    # The next refresh adds the finished run to its hour's roll-up and unlists it.
     after = REPORTS["daily-operations"](store, days=1, now=NOW).to_dict("records")
-    assert after[0]["failed_operations"] == before[0]["failed_operations"] + 1
-    # Nothing runs any more: every hour up to the grace period is closed and rolled.
-    assert rollup_state(store).rolled_until > NOW
+    assert after == failed
+    assert pending(store) == {}
+    with store.engine.connect() as conn:
+        added = conn.execute(
+            sa.select(sync_history_hourly.c["sync_status", "operations"]).where(
+                sync_history_hourly.c.hour == at("06-15 12:00")
+            )
+        ).all()
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(sync_history_hourly)).scalar_one()
+            == rolled_rows + 1
+        )
+    assert sorted(tuple(r) for r in added) == [("failed", 1), ("failed", 1)]  # funds', deals'
     assert_rolled_equals_live(store)
 
 
 def test_a_backfilled_start_reopens_its_day(store):
     add_runs(store, KNOWN_HISTORY)
     answers(store)  # rolls every closed hour
-    assert rollup_state(store).rolled_until == at("06-15 12:00")
+    assert rollup_state(store).rolled_until > NOW
     late = Run(
         "vantage/accounts",
         at("06-14 03:10"),
@@ -207,8 +243,9 @@ def test_read_mode_uses_the_rolled_hours_and_writes_nothing(store):
     assert rollup_state(store) is None  # nothing rolled, nothing written: every hour read live
     answers(store)  # the primary's reports refresh them
     state = rollup_state(store)
-    assert state.rolled_until == at("06-15 12:00")
-    # The running sync finishes: a refresh would now roll every hour up to the grace period.
+    assert state.rolled_until > NOW
+    assert pending(store) == {ids[DEALS_RUNNING]: False}
+    # The running sync finishes: a refresh would add it to its hour's roll-up.
     store.finish_sync(
         sync_id=ids[DEALS_RUNNING],
         resource=DEALS_RUNNING.resource,
@@ -217,8 +254,9 @@ def test_read_mode_uses_the_rolled_hours_and_writes_nothing(store):
     )
     assert answers(reader) == live_answers(store)
     assert rollup_state(store) == state
+    assert pending(store) == {ids[DEALS_RUNNING]: False}
     answers(store)
-    assert rollup_state(store).rolled_until > NOW
+    assert pending(store) == {}
 
 
 def test_rollups_mode_is_checked():
@@ -253,10 +291,7 @@ def volume_answers(store: SyncStore) -> list:
 
 def test_volume_baselines_follow_backfills_and_retention(store):
     """The daily counts and per-resource baselines give the live answer after every change."""
-    # A sync running since 11:00 on the last day holds the roll-ups at 11:00: that day's
-    # closed hours are counted in its sync_history_daily row, the rest read live.
-    late_spike = Run("ops/steady", at("06-15 11:40"), 5)
-    add_runs(store, [*_busy_history(), Run("ops/other", at("06-15 11:00"), None), late_spike])
+    add_runs(store, _busy_history())
     rolled = volume_answers(store)
     assert rolled == volume_answers(store_with(store, "off"))
     anomalies = REPORTS["volume-anomalies"](store, now=NOW).to_dict("records")
@@ -269,8 +304,7 @@ def test_volume_baselines_follow_backfills_and_retention(store):
         baselines = conn.execute(sa.select(sync_volume_baseline)).all()
     assert {r.day for r in daily} == {at("06-04 00:00") + dt.timedelta(days=d) for d in range(12)}
     last_day = {r.resource: r.operations for r in daily if r.day == at("06-15 00:00")}
-    assert last_day == {"ops/steady": 9, "ops/wobbly": 2, "ops/fading": 1}  # not 11:40's
-    assert rollup_state(store).rolled_until == at("06-15 11:00")
+    assert last_day == {"ops/steady": 9, "ops/wobbly": 2, "ops/fading": 1}
     assert baselines and {b.resource for b in baselines} <= {
         "ops/steady",
         "ops/wobbly",
@@ -302,3 +336,93 @@ def test_volume_baselines_follow_backfills_and_retention(store):
     assert volume_answers(store) == volume_answers(store_with(store, "off"))
     # A read-only store uses what is rolled up and sums the daily counts itself if need be.
     assert volume_answers(store_with(store, "read")) == volume_answers(store_with(store, "off"))
+
+
+def test_todays_closed_hours_come_from_the_daily_counts(store):
+    """On the real clock, today's row in sync_history_daily counts its closed hours only."""
+    now = utcnow()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    runs = [
+        Run("clock/a", midnight - dt.timedelta(days=d, hours=h), 5)
+        for d in range(1, 8)
+        for h in range(d % 3 + 1)
+    ]
+    today = [midnight + (now - midnight) * f for f in (0.1, 0.5, 0.999)]
+    runs += [Run("clock/a", t, 5) for t in today] + [Run("clock/b", today[0], None)]
+    add_runs(store, runs)
+    rolled = [
+        REPORTS["volume-anomalies"](store, now=now, days=days, include_normal=True)
+        for days in (1, 3, 30)
+    ]
+    live = [
+        REPORTS["volume-anomalies"](
+            store_with(store, "off"), now=now, days=days, include_normal=True
+        )
+        for days in (1, 3, 30)
+    ]
+    assert [r.to_dict("records") for r in rolled] == [r.to_dict("records") for r in live]
+    assert rolled[2].to_dict("records")[0]["today_operations"] == 3
+    until = rollup_state(store).rolled_until
+    with store.engine.connect() as conn:
+        counted = dict(
+            conn.execute(
+                sa.select(sync_history_daily.c["resource", "operations"]).where(
+                    sync_history_daily.c.day == midnight
+                )
+            ).all()
+        )
+    # Unless the clock is within the first hour and grace period of the day.
+    if until > midnight:
+        closed = sum(t < until for t in today)
+        assert counted == ({"clock/a": closed, "clock/b": 1} if today[0] < until else {})
+
+
+def test_top_errors_with_a_late_failure_in_a_rolled_hour(store):
+    """More groups than the report shows, and a run rolled up while running that fails later."""
+    runs = []
+    for g in range(40):  # group g fails g % 6 + 1 times over 06-05..06-14
+        resource = f"err/r{g % 13}"
+        message = None if g % 11 == 0 else f"E{g}: failure {g}"
+        for k in range(g % 6 + 1):
+            start = at("06-05 03:00") + dt.timedelta(days=(g + 3 * k) % 10, minutes=g)
+            runs.append(Run(resource, start, 7 + g, status="failed", error=message))
+    # Today: a one-failure group climbs into the top, a frequent one gets one more.
+    runs += [
+        Run("err/r1", at(f"06-15 0{h}:10"), 3, status="failed", error="E1: failure 1")
+        for h in range(6)
+    ]
+    runs += [Run("err/r5", at("06-15 08:00"), 3, status="failed", error="E5: failure 5")]
+    slow = [
+        Run("err/slow", at(f"06-{d:02d} 10:00"), 9, status="failed", error="SLOW")
+        for d in (6, 7, 8, 9)
+    ]
+    running = Run("err/slow", at("06-10 22:00"), None)  # rolled up while running, fails later
+    ids = add_runs(store, [*runs, *slow, running])
+
+    def both(when: dt.datetime) -> None:
+        for days in (3, 7, 30):
+            rolled = top_errors(store, now=when, days=days).to_dict("records")
+            live = top_errors(store_with(store, "off"), now=when, days=days).to_dict("records")
+            assert rolled == live, (when, days)
+
+    for when in (at("06-14 12:00"), at("06-16 00:00"), NOW):  # NOW's baselines stay
+        both(when)
+    store.finish_sync(
+        sync_id=ids[running],
+        resource=running.resource,
+        started_at=running.start,
+        outcome=SyncOutcome(status="failed", ended_at=at("06-11 02:00"), error_message="SLOW"),
+    )
+    # A read-only store reads the late failure live (the roll-up of its hour has not got it).
+    reader = store_with(store, "read")
+    for days in (3, 7, 30):
+        live = top_errors(store_with(store, "off"), now=NOW, days=days).to_dict("records")
+        assert top_errors(reader, now=NOW, days=days).to_dict("records") == live
+    assert pending(store) == {ids[running]: False}
+    both(NOW)  # refreshed: added to its hour
+    assert pending(store) == {}
+    rows = top_errors(store, now=NOW, days=30).to_dict("records")
+    assert len(rows) == 20
+    assert rows[0]["resource"] == "err/r1" and rows[0]["error_count"] == 8  # 2 before, 6 today
+    slow_row = [r for r in rows if r["resource"] == "err/slow"]
+    assert [r["error_count"] for r in slow_row] == [5]
