@@ -126,6 +126,9 @@ TABLES = (
     "sync_state",
     "sync_history_hourly",
     "sync_history_hourly_errors",
+    "sync_history_daily",
+    "sync_volume_baseline",
+    "sync_rollup_pending",
 )
 
 
