@@ -395,7 +395,8 @@ def reopen_statement(started_at: dt.datetime) -> sa.Update:
     state = sync_rollup_state.c
     return (
         sa.update(sync_rollup_state)
-        .where(state.rolled_until > hour)
+        # Hours before rolled_from are read live: a backfill there changes no roll-up.
+        .where(state.rolled_until > hour, state.rolled_from <= floor_hour(started_at))
         .values(
             rolled_until=sa.case(
                 (state.rolled_from < hour, sa.literal(hour, UTCDateTime())),
@@ -418,11 +419,23 @@ def retire_before(store: SyncStore, before: dt.datetime) -> None:
     Rows older than ``before`` may be deleted after this; the hours that hold them are then
     read from ``sync_history`` by the reports.
     """
+    from sync_observability.storage.store import utcnow
+
     boundary = ceil_hour(before)
+    insert = postgresql.insert if store.dialect == "postgresql" else sqlite_dialect.insert
 
     def tx(conn: sa.Connection) -> None:
         state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one_or_none()
-        if state is None or state.rolled_from >= boundary:
+        if state is None:
+            # Nothing rolled up yet: start the roll-ups at the boundary, so that a first
+            # refresh running meanwhile does not roll up the rows being deleted.
+            conn.execute(
+                insert(sync_rollup_state)
+                .values(id=1, rolled_from=boundary, rolled_until=boundary, refreshed_at=utcnow())
+                .on_conflict_do_nothing()
+            )
+            state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one()
+        if state.rolled_from >= boundary:
             return
         for table in (sync_history_hourly, sync_history_hourly_errors):
             conn.execute(sa.delete(table).where(table.c.hour < boundary))

@@ -426,3 +426,26 @@ def test_top_errors_with_a_late_failure_in_a_rolled_hour(store):
     assert rows[0]["resource"] == "err/r1" and rows[0]["error_count"] == 8  # 2 before, 6 today
     slow_row = [r for r in rows if r["resource"] == "err/slow"]
     assert [r["error_count"] for r in slow_row] == [5]
+
+
+def test_retention_before_any_report_starts_the_rollups_at_its_cutoff(store):
+    add_runs(store, KNOWN_HISTORY)
+    assert rollup_state(store) is None
+    cutoff = at("06-12 10:30")
+    RetentionStore(store).archive_batch(before=cutoff, after=None, limit=1000, now=NOW, keep_last=0)
+    state = rollup_state(store)
+    assert (state.rolled_from, state.rolled_until) == (at("06-12 11:00"), at("06-12 11:00"))
+    assert_rolled_equals_live(store)
+    assert rollup_state(store).rolled_from == at("06-12 11:00")
+
+
+def test_a_backfill_before_the_rolled_hours_reopens_nothing(store):
+    add_runs(store, KNOWN_HISTORY[1:])  # from 06-10 09:00 on
+    answers(store)
+    state = rollup_state(store)
+    assert state.rolled_from == at("06-10 09:00")
+    add_runs(store, [Run("vantage/funds", at("06-10 08:59"), 5)])  # its hour is read live
+    assert rollup_state(store) == state
+    add_runs(store, [Run("vantage/funds", at("06-10 09:30"), 5)])  # a rolled hour
+    assert rollup_state(store).rolled_until == at("06-10 09:00")  # back to rolled_from
+    assert_rolled_equals_live(store)
