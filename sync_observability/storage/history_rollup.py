@@ -255,7 +255,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
             state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one()
         until = floor_hour(wall - GRACE)
         current = state.rolled_until
-        measures = list(hourly_measures(dialect, sync_history))  # built only when needed
+        measures = list(hourly_measures(dialect, sync_history))  # not built by the check above
         if until > current:  # after a backfill, current's hours may be rolled: redone below
             for table in (sync_history_hourly, sync_history_hourly_errors):
                 conn.execute(sa.delete(table).where(table.c.hour >= current))
