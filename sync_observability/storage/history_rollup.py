@@ -101,10 +101,10 @@ def ceil_day(moment: dt.datetime) -> dt.datetime:
 _TRUNCATED = {"hour": "'%Y-%m-%d %H:00:00.000000'", "day": "'%Y-%m-%d 00:00:00.000000'"}
 
 
-def hour_bucket(
+def time_bucket(
     dialect: str, column: sa.ColumnElement[Any], unit: str = "hour"
 ) -> sa.ColumnElement[dt.datetime]:
-    """``column`` truncated to its UTC hour (or ``unit="day"``), typed like the roll-ups'."""
+    """``column`` truncated to its UTC hour (or day), typed like the roll-ups' ``hour``."""
     if dialect == "postgresql":
         return sa.func.date_trunc(
             sa.literal_column(f"'{unit}'"), column, sa.literal_column("'UTC'"), type_=UTCDateTime()
@@ -166,7 +166,7 @@ def live_hourly(
     dialect: str, table: sa.FromClause, where: Any, measures: Sequence[str]
 ) -> sa.Select[Any]:
     """History rows of ``table`` matching ``where``, aggregated to the roll-up's grain."""
-    hour = hour_bucket(dialect, table.c.sync_start_time)
+    hour = time_bucket(dialect, table.c.sync_start_time)
     exprs = hourly_measures(dialect, table)
     return (
         sa.select(
@@ -182,7 +182,7 @@ def live_hourly(
 def live_errors(dialect: str, where: Any) -> sa.Select[Any]:
     """Failed history rows matching ``where``, aggregated to ``sync_history_hourly_errors``."""
     h = sync_history.c
-    hour = hour_bucket(dialect, h.sync_start_time)
+    hour = time_bucket(dialect, h.sync_start_time)
     summary = sa.func.substr(h.error_message, 1, ERROR_SUMMARY_LENGTH)
     return (
         sa.select(
@@ -350,7 +350,7 @@ def _refresh_days(conn: sa.Connection, dialect: str, before: Coverage, until: dt
     if until <= start:
         return
     h = sync_history.c
-    day = hour_bucket(dialect, h.sync_start_time, "day").label("day")
+    day = time_bucket(dialect, h.sync_start_time, "day").label("day")
     counts = (
         sa.select(day, h.resource, sa.func.count().label("operations"))
         .where(_range(h.sync_start_time, start, until))
@@ -708,7 +708,7 @@ def daily_volume_parts(
     )
     gaps = [_range(h.sync_start_time, a, z) for a, z in live_days if a < z]
     if gaps:
-        day = hour_bucket(store.dialect, h.sync_start_time, "day")
+        day = time_bucket(store.dialect, h.sync_start_time, "day")
         per_day = (
             sa.select(h.resource, count.label("operations"))
             .where(sa.or_(*gaps))
