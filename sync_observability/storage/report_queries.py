@@ -352,29 +352,32 @@ def daily_quality(
     """Per UTC day and resource: mean quality scores of the runs that recorded one (seed 002).
 
     The scores are those :meth:`SyncRun.record_metrics` stores under ``metadata["metrics"]
-    ["data_quality"]``: ``completeness_score``, ``accuracy_score``, ``overall_score``.
+    ["data_quality"]``: ``completeness_score``, ``accuracy_score``, ``overall_score``. Runs that
+    retention moved to ``sync_history_archive`` count, as in :func:`daily_totals`.
     """
-    h = sync_history.c
-    day = _bucket(store, h.sync_start_time, "day").label("day")
-    overall = rollup.quality_score(sync_history, "overall_score")
-    completeness = rollup.quality_score(sync_history, "completeness_score")
-    accuracy = rollup.quality_score(sync_history, "accuracy_score")
-    query = (
-        sa.select(
-            day,
-            h.resource,
-            sa.func.count().label("runs"),
-            sa.func.avg(completeness).label("completeness"),
-            sa.func.avg(accuracy).label("accuracy"),
-            sa.func.avg(overall).label("overall_quality"),
+    names = ("completeness", "accuracy", "overall")
+
+    def scored_runs(table: sa.Table) -> sa.Select[Any]:
+        c = table.c
+        scores = [rollup.quality_score(table, f"{name}_score").label(name) for name in names]
+        return sa.select(
+            _bucket(store, c.sync_start_time, "day").label("day"), c.resource, *scores
+        ).where(
+            _window(c.sync_start_time, since, until),
+            sa.or_(*(score.is_not(None) for score in scores)),
+            *([] if resource is None else [c.resource == resource]),
         )
-        .where(
-            _window(h.sync_start_time, since, until),
-            sa.or_(overall.is_not(None), completeness.is_not(None), accuracy.is_not(None)),
-            *([] if resource is None else [h.resource == resource]),
-        )
-        .group_by(day, h.resource)
-    )
+
+    runs = sa.union_all(scored_runs(sync_history), scored_runs(sync_history_archive)).subquery()
+    r = runs.c
+    query = sa.select(
+        r.day,
+        r.resource,
+        sa.func.count().label("runs"),
+        sa.func.avg(r.completeness).label("completeness"),
+        sa.func.avg(r.accuracy).label("accuracy"),
+        sa.func.avg(r.overall).label("overall_quality"),
+    ).group_by(r.day, r.resource)
     rows = _rows(store, query, "read daily quality")
     for row in rows:
         row["runs"] = _int(row["runs"])

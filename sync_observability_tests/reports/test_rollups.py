@@ -449,3 +449,18 @@ def test_a_backfill_before_the_rolled_hours_reopens_nothing(store):
     add_runs(store, [Run("vantage/funds", at("06-10 09:30"), 5)])  # a rolled hour
     assert rollup_state(store).rolled_until == at("06-10 09:00")  # back to rolled_from
     assert_rolled_equals_live(store)
+
+
+def test_archived_runs_count_in_the_per_resource_quality_trend(store):
+    add_runs(store, KNOWN_HISTORY)
+    before = quality_trends(store, now=NOW, per_resource=True).to_dict("records")
+    assert {r["date"].day for r in before} == {14, 15}
+    RetentionStore(store).archive_batch(
+        before=at("06-15 00:00"), after=None, limit=1000, now=NOW, keep_last=0
+    )
+    with store.engine.connect() as conn:
+        left = conn.execute(sa.select(sa.func.min(sync_history.c.sync_start_time))).scalar()
+    assert left >= at("06-15 00:00")  # the 06-14 scores are in the archive now
+    assert quality_trends(store, now=NOW, per_resource=True).to_dict("records") == before
+    overall = quality_trends(store, now=NOW).to_dict("records")
+    assert [(r["date"].day, r["runs"]) for r in overall] == [(15, 2), (14, 1)]
