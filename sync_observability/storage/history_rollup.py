@@ -66,6 +66,7 @@ HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 ERROR_SUMMARY_LENGTH = 100  # seed 004: LEFT(error_message, 100)
 ANALYZE_AFTER = dt.timedelta(hours=24)  # a refresh spanning this many hours analyzes the tables
+FILL_STEP = dt.timedelta(hours=24)  # the most history one refresh transaction rolls up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,13 +240,15 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
     if unchanged is not None:
         return unchanged
 
-    def tx(conn: sa.Connection) -> Coverage | None:
+    def tx(conn: sa.Connection) -> tuple[Coverage | None, bool, dt.timedelta]:
+        """One step: the coverage, whether more hours closed than it rolled up, and how long a
+        stretch it rolled up."""
         wall = utcnow()
         state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one_or_none()
         if state is None:
             first = conn.execute(sa.select(sa.func.min(h.sync_start_time))).scalar()
             if first is None:
-                return None
+                return None, False, dt.timedelta(0)
             start = floor_hour(first)
             conn.execute(
                 insert(sync_rollup_state)
@@ -253,8 +256,18 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
                 .on_conflict_do_nothing()
             )
             state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one()
-        until = floor_hour(wall - GRACE)
+        closed = floor_hour(wall - GRACE)
         current = state.rolled_until
+        until = closed
+        if closed > current:
+            # At most FILL_STEP of history per transaction (from the next run on, so that
+            # empty stretches cost nothing): a first fill does not hold the state row, which
+            # backfills and retention wait for, nor SQLite's write lock, for its whole length.
+            following = conn.execute(
+                sa.select(sa.func.min(h.sync_start_time)).where(h.sync_start_time >= current)
+            ).scalar()
+            if following is not None:
+                until = min(closed, max(current, floor_hour(following)) + FILL_STEP)
         measures = list(hourly_measures(dialect, sync_history))  # not built by the check above
         if until > current:  # after a backfill, current's hours may be rolled: redone below
             for table in (sync_history_hourly, sync_history_hourly_errors):
@@ -270,7 +283,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
         _insert_rollups(conn, dialect, done, measures)
         conn.execute(sa.delete(sync_rollup_pending).where(p.finished))
         if until <= current:
-            return Coverage(state.rolled_from, current)
+            return Coverage(state.rolled_from, current), False, dt.timedelta(0)
         # The new hours. Runs still running are listed first; the rest of each hour is final.
         window = _range(h.sync_start_time, current, until)
         conn.execute(
@@ -283,16 +296,26 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
         _insert_rollups(conn, dialect, sa.and_(window, ~listed), measures)
         _refresh_days(conn, dialect, Coverage(state.rolled_from, current), until)
         conn.execute(sa.update(sync_rollup_state).values(rolled_until=until, refreshed_at=wall))
-        if dialect == "postgresql" and until - current >= ANALYZE_AFTER:
-            # A first fill or a long backfill: without fresh statistics the planner expects a
-            # handful of rows per range and sorts thousands by collation (autovacuum's analyze
-            # comes later). Hourly refreshes leave it to autovacuum.
-            conn.exec_driver_sql(
-                "ANALYZE sync_history_hourly, sync_history_hourly_errors, sync_history_daily"
-            )
-        return Coverage(state.rolled_from, until)
+        return Coverage(state.rolled_from, until), until < closed, until - current
 
-    return store._write(tx, "refresh report roll-ups")
+    def analyze(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(
+            "ANALYZE sync_history_hourly, sync_history_hourly_errors, sync_history_daily"
+        )
+
+    # A first fill or a long backfill: without fresh statistics the planner expects a handful
+    # of rows per range (reports then sort thousands by collation; the next steps scan the
+    # growing tables instead of their indexes). Autovacuum's analyze comes later, and is
+    # enough for hourly refreshes.
+    rolled, analyzed = dt.timedelta(0), dt.timedelta(0)
+    more = True
+    while more:
+        coverage, more, step = store._write(tx, "refresh report roll-ups")
+        rolled += step
+        if dialect == "postgresql" and rolled >= max(ANALYZE_AFTER, 2 * analyzed):
+            store._write(analyze, "analyze report roll-ups")
+            analyzed = rolled
+    return coverage
 
 
 def _insert_rollups(conn: sa.Connection, dialect: str, where: Any, measures: Sequence[str]) -> None:

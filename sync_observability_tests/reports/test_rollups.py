@@ -16,6 +16,7 @@ from sync_observability import SyncOutcome, SyncStore
 from sync_observability.errors import InvalidInputError
 from sync_observability.health import health_indicator
 from sync_observability.reports import REPORTS, cost_trends, quality_trends, status, top_errors
+from sync_observability.storage import history_rollup
 from sync_observability.storage.retention_store import RetentionStore
 from sync_observability.storage.schema import (
     sync_history,
@@ -464,3 +465,26 @@ def test_archived_runs_count_in_the_per_resource_quality_trend(store):
     assert quality_trends(store, now=NOW, per_resource=True).to_dict("records") == before
     overall = quality_trends(store, now=NOW).to_dict("records")
     assert [(r["date"].day, r["runs"]) for r in overall] == [(15, 2), (14, 1)]
+
+
+def test_a_first_fill_rolls_up_a_step_of_history_per_transaction(store, monkeypatch):
+    """Each transaction rolls up FILL_STEP from the next run on; the answers do not change."""
+    monkeypatch.setattr(history_rollup, "FILL_STEP", dt.timedelta(hours=1))
+    add_runs(store, KNOWN_HISTORY)
+    commits = []
+
+    def count(conn: sa.Connection) -> None:
+        commits.append(conn)
+
+    sa.event.listen(store.engine, "commit", count)
+    try:
+        history_rollup.refresh_rollups(store)
+    finally:
+        sa.event.remove(store.engine, "commit", count)
+    with store.engine.connect() as conn:
+        hours_with_runs = conn.execute(
+            sa.select(sa.func.count(sa.distinct(sync_history_hourly.c.hour)))
+        ).scalar_one()
+    assert len(commits) >= hours_with_runs >= 8  # one step per hour with runs, at least
+    assert rollup_state(store).rolled_until > NOW
+    assert_rolled_equals_live(store)
