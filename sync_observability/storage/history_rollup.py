@@ -43,8 +43,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from sync_observability.storage.schema import (
     UTCDateTime,
@@ -215,7 +213,6 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
 
     dialect = store.dialect
     h = sync_history.c
-    insert = postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert
 
     p = sync_rollup_pending.c
     # A listed run that is no longer running (or is gone): its hour's roll-up misses it.
@@ -251,7 +248,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
                 return None, False, dt.timedelta(0)
             start = floor_hour(first)
             conn.execute(
-                insert(sync_rollup_state)
+                store._insert(sync_rollup_state)
                 .values(id=1, rolled_from=start, rolled_until=start, refreshed_at=wall)
                 .on_conflict_do_nothing()
             )
@@ -294,7 +291,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
         )
         listed = sa.exists().where(p.sync_id == h.sync_id, p.sync_start_time == h.sync_start_time)
         _insert_rollups(conn, dialect, sa.and_(window, ~listed), measures)
-        _refresh_days(conn, dialect, Coverage(state.rolled_from, current), until)
+        _refresh_days(conn, store, Coverage(state.rolled_from, current), until)
         conn.execute(sa.update(sync_rollup_state).values(rolled_until=until, refreshed_at=wall))
         return Coverage(state.rolled_from, until), until < closed, until - current
 
@@ -357,7 +354,9 @@ def daily_coverage(coverage: Coverage) -> tuple[dt.datetime, dt.datetime]:
     return ceil_day(coverage.rolled_from), floor_day(coverage.rolled_until)
 
 
-def _refresh_days(conn: sa.Connection, dialect: str, before: Coverage, until: dt.datetime) -> None:
+def _refresh_days(
+    conn: sa.Connection, store: SyncStore, before: Coverage, until: dt.datetime
+) -> None:
     """Add the hours ``[before.rolled_until, until)`` to the syncs per resource and day.
 
     A day's row counts the hours of that day before ``rolled_until``. A backfill moves
@@ -373,15 +372,16 @@ def _refresh_days(conn: sa.Connection, dialect: str, before: Coverage, until: dt
     if until <= start:
         return
     h = sync_history.c
-    day = time_bucket(dialect, h.sync_start_time, "day").label("day")
+    day = time_bucket(store.dialect, h.sync_start_time, "day").label("day")
     counts = (
         sa.select(day, h.resource, sa.func.count().label("operations"))
         .where(_range(h.sync_start_time, start, until))
         .group_by(day, h.resource)
         .order_by(sa.literal_column("day"))
     )
-    insert = postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert
-    statement = insert(sync_history_daily).from_select(["day", "resource", "operations"], counts)
+    statement = store._insert(sync_history_daily).from_select(
+        ["day", "resource", "operations"], counts
+    )
     conn.execute(
         statement.on_conflict_do_update(
             index_elements=["day", "resource"],
@@ -445,7 +445,6 @@ def retire_before(store: SyncStore, before: dt.datetime) -> None:
     from sync_observability.storage.store import utcnow
 
     boundary = ceil_hour(before)
-    insert = postgresql.insert if store.dialect == "postgresql" else sqlite_dialect.insert
 
     def tx(conn: sa.Connection) -> None:
         state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one_or_none()
@@ -453,7 +452,7 @@ def retire_before(store: SyncStore, before: dt.datetime) -> None:
             # Nothing rolled up yet: start the roll-ups at the boundary, so that a first
             # refresh running meanwhile does not roll up the rows being deleted.
             conn.execute(
-                insert(sync_rollup_state)
+                store._insert(sync_rollup_state)
                 .values(id=1, rolled_from=boundary, rolled_until=boundary, refreshed_at=utcnow())
                 .on_conflict_do_nothing()
             )
