@@ -203,6 +203,14 @@ def _range(column: sa.ColumnElement[Any], since: dt.datetime, until: dt.datetime
     return sa.and_(column >= since, column < until)
 
 
+# A sync_rollup_pending row and the sync_history row of the same run (the start time lets a
+# partitioned sync_history find it in one partition).
+_LISTED_RUN = sa.and_(
+    sync_rollup_pending.c.sync_id == sync_history.c.sync_id,
+    sync_rollup_pending.c.sync_start_time == sync_history.c.sync_start_time,
+)
+
+
 def refresh_rollups(store: SyncStore) -> Coverage | None:
     """Aggregate the hours that closed since the last refresh; returns what the roll-ups hold.
 
@@ -216,10 +224,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
 
     p = sync_rollup_pending.c
     # A listed run that is no longer running (or is gone): its hour's roll-up misses it.
-    ran = sa.select(h.sync_id).where(
-        h.sync_id == p.sync_id, h.sync_start_time == p.sync_start_time, h.sync_status == "running"
-    )
-    ended = ~sa.exists(ran)
+    ended = ~sa.exists(sa.select(h.sync_id).where(_LISTED_RUN, h.sync_status == "running"))
 
     def check(conn: sa.Connection) -> Coverage | None:
         """Without a lock: the coverage when nothing closed or finished since the last refresh."""
@@ -274,9 +279,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
         # added and the rows deleted below are the same ones whatever finishes meanwhile (a
         # finished run never changes again).
         conn.execute(sa.update(sync_rollup_pending).where(ended).values(finished=True))
-        done = sa.exists().where(
-            p.sync_id == h.sync_id, p.sync_start_time == h.sync_start_time, p.finished
-        )
+        done = sa.exists().where(_LISTED_RUN, p.finished)
         _insert_rollups(conn, dialect, done, measures)
         conn.execute(sa.delete(sync_rollup_pending).where(p.finished))
         if until <= current:
@@ -289,7 +292,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
                 sa.select(h.sync_id, h.sync_start_time).where(window, h.sync_status == "running"),
             )
         )
-        listed = sa.exists().where(p.sync_id == h.sync_id, p.sync_start_time == h.sync_start_time)
+        listed = sa.exists().where(_LISTED_RUN)
         _insert_rollups(conn, dialect, sa.and_(window, ~listed), measures)
         _refresh_days(conn, store, Coverage(state.rolled_from, current), until)
         conn.execute(sa.update(sync_rollup_state).values(rolled_until=until, refreshed_at=wall))
@@ -337,12 +340,7 @@ def _insert_rollups(conn: sa.Connection, dialect: str, where: Any, measures: Seq
 def pending_runs(rolled: tuple[dt.datetime, dt.datetime]) -> Any:
     """The ``sync_history`` rows of the rolled hours ``rolled`` that the roll-ups left out
     (running when their hour was rolled up): reports read them live."""
-    p = sync_rollup_pending.c
-    return sa.exists().where(
-        p.sync_id == sync_history.c.sync_id,
-        p.sync_start_time == sync_history.c.sync_start_time,
-        _range(p.sync_start_time, *rolled),
-    )
+    return sa.exists().where(_LISTED_RUN, _range(sync_rollup_pending.c.sync_start_time, *rolled))
 
 
 def daily_coverage(coverage: Coverage) -> tuple[dt.datetime, dt.datetime]:
