@@ -61,6 +61,8 @@ from sync_observability.storage.store import SyncState, SyncStore
 from sync_observability.tracking import ORPHANED, SyncTracker, utcnow
 
 TIMED_OUT = "TIMED_OUT"
+TICK_STORAGE_SECONDS = 45.0
+"""The database time of one tick, all calls together: inside Dagster's 60 s sensor timeout."""
 MessageFn = Callable[[Finding], str]
 """Builds the one-line alert message from a finding (default: the rule's own message)."""
 
@@ -465,16 +467,18 @@ def _make_sensor(
             context.log, slack_client=slack.get_client() if slack is not None else None
         )
         store = sync_tracker.store
-        judgement = judge(context, store, policy, now)
-        findings = judgement.findings
-        if message_fn is not None:
-            findings = [dataclasses.replace(f, message=message_fn(f)) for f in findings]
-        alerts = AlertStore(store)
-        tick = record_findings(alerts, rule, findings, now=now, checked=judgement.checked)
-        # Only this rule's notifications: they go through this sensor's sinks (slack=).
-        report = deliver_pending(
-            alerts, sinks, now=now, renotify_after=sync_alerting.renotify_after, rules=[rule]
-        )
+        # All the tick's database calls together end inside Dagster's sensor timeout.
+        with store.db.deadline(TICK_STORAGE_SECONDS):
+            judgement = judge(context, store, policy, now)
+            findings = judgement.findings
+            if message_fn is not None:
+                findings = [dataclasses.replace(f, message=message_fn(f)) for f in findings]
+            alerts = AlertStore(store)
+            tick = record_findings(alerts, rule, findings, now=now, checked=judgement.checked)
+            # Only this rule's notifications: they go through this sensor's sinks (slack=).
+            report = deliver_pending(
+                alerts, sinks, now=now, renotify_after=sync_alerting.renotify_after, rules=[rule]
+            )
         for notification, error in report.failed:
             context.log.warning(
                 f"sync_observability: {notification.kind} notification of alert "

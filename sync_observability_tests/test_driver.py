@@ -77,7 +77,7 @@ def test_prebuilt_statements_are_compiled_once_to_sqlalchemys_sql(
     schema = f"t_{uuid.uuid4().hex[:12]}"
     store = SyncStore.from_url(postgres_database_url, schema=schema)
     try:
-        driver = store._driver
+        driver = store.db._driver
         assert isinstance(driver, DriverExecutor)
         statement = next(iter(driver._cache))
         assert driver.compile(statement) is driver.compile(statement)
@@ -85,7 +85,7 @@ def test_prebuilt_statements_are_compiled_once_to_sqlalchemys_sql(
         assert driver.compile(statement).sql == compiled
         # A statement built on the spot (a diagnostic query) is compiled and run too.
         query = sa.select(sa.func.count()).select_from(sync_history)
-        assert driver.transaction(lambda conn: conn.execute(query).one()[0]) == 0
+        assert store.db.write_hot(lambda conn: conn.execute(query).one()[0], "count") == 0
     finally:
         with store.engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -94,5 +94,5 @@ def test_prebuilt_statements_are_compiled_once_to_sqlalchemys_sql(
 
 def test_sqlite_keeps_sqlalchemys_execution(tmp_path: Path) -> None:
     store = SyncStore.from_url(f"sqlite:///{tmp_path / 'sync.db'}")
-    assert store._driver is None
+    assert store.db._driver is None
     store.dispose()

@@ -176,7 +176,7 @@ def _archive_row(store: SyncStore, resource: str, started_at: dt.datetime) -> No
     def write(conn: sa.Connection) -> None:
         conn.execute(sa.insert(sync_history_archive), row)
 
-    store._write(write, "archive a row")
+    store.db.write(write, "archive a row")
 
 
 @pytest.fixture

@@ -213,7 +213,7 @@ class AlertStore:
             query = query.where(sa.or_(t.status == "open", t.resolved_at >= since))
         if limit is not None:
             query = query.limit(limit)
-        return self.store._read(
+        return self.store.db.read(
             lambda conn: [_alert(row) for row in conn.execute(query).mappings()], "list alerts"
         )
 
@@ -229,7 +229,7 @@ class AlertStore:
             row = conn.execute(query).mappings().one_or_none()
             return None if row is None else _alert(row)
 
-        return self.store._read(read, f"read alert {alert_id}")
+        return self.store.db.read(read, f"read alert {alert_id}")
 
     # -- one rule's findings -----------------------------------------------------------------
 
@@ -262,7 +262,7 @@ class AlertStore:
             ).mappings()
             open_by_fingerprint = {row["fingerprint"]: _alert(row) for row in rows}
             new = [d for d in drafts if d.fingerprint not in open_by_fingerprint]
-            opened = _insert_new(conn, self.store._insert, new, now)
+            opened = _insert_new(conn, self.store.db.insert, new, now)
             inserted = {a.fingerprint for a in opened}
             # Opened by a racing tick between our read and our insert: refresh that one.
             raced = [d for d in new if d.fingerprint not in inserted]
@@ -281,7 +281,7 @@ class AlertStore:
             resolved = _resolve(conn, gone, now, resolution_message)
             return AppliedFindings(opened=opened, refreshed=refreshed, resolved=resolved)
 
-        return self.store._write(tx, f"record {rule} findings")
+        return self.store.db.write(tx, f"record {rule} findings")
 
     # -- delivery ----------------------------------------------------------------------------
 
@@ -306,7 +306,7 @@ class AlertStore:
             .where(_due(now, reminder_cutoff, rules))
             .order_by(t.opened_at, t.alert_id)
         )
-        return self.store._read(
+        return self.store.db.read(
             lambda conn: [_alert(row) for row in conn.execute(query).mappings()],
             "list pending notifications",
         )
@@ -372,7 +372,7 @@ class AlertStore:
             )
             return claims
 
-        return self.store._write(tx, "claim due notifications")
+        return self.store.db.write(tx, "claim due notifications")
 
     def mark_delivered(
         self, token: str, delivered: Sequence[tuple[str, str]], *, now: dt.datetime
@@ -420,7 +420,7 @@ class AlertStore:
                     )
             return marked
 
-        return self.store._write(tx, "mark notifications delivered")
+        return self.store.db.write(tx, "mark notifications delivered")
 
     def release_failed(
         self,
@@ -457,7 +457,7 @@ class AlertStore:
                         )
                     )
 
-        self.store._write(tx, "release failed notifications")
+        self.store.db.write(tx, "release failed notifications")
 
     def release(self, token: str, alert_ids: Sequence[str]) -> None:
         """Give claimed notifications back unsent: due again at once, for any tick.
@@ -479,7 +479,7 @@ class AlertStore:
                     .values(claim_token=None, claimed_until=None)
                 )
 
-        self.store._write(tx, "release unsent notifications")
+        self.store.db.write(tx, "release unsent notifications")
 
 
 def _insert_new(

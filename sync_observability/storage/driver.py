@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -52,9 +53,12 @@ class DriverResult:
 class DriverConnection:
     """What a transaction function sees: ``execute(statement, params)`` on one DB-API cursor."""
 
-    def __init__(self, executor: DriverExecutor, dbapi_connection: Any) -> None:
+    def __init__(
+        self, executor: DriverExecutor, dbapi_connection: Any, session_sql: str | None = None
+    ) -> None:
         self._executor = executor
         self._dbapi_connection = dbapi_connection
+        self._session_sql = session_sql
 
     def execute(
         self, statement: sa.Executable, params: dict[str, Any] | list[dict[str, Any]] | None = None
@@ -64,11 +68,16 @@ class DriverConnection:
         many = isinstance(params, list)
         sets = [self._executor.bind(compiled, p) for p in (params if many else [params or {}])]
         cursor = self._dbapi_connection.cursor()
+        session_sql, self._session_sql = self._session_sql, None
+        # The transaction's settings ride along with its first statement: no extra round trip.
+        sql = compiled.sql if session_sql is None else f"{session_sql}; {compiled.sql}"
         try:
             try:
                 if len(sets) == 1:
-                    cursor.execute(compiled.sql, sets[0])
+                    cursor.execute(sql, sets[0])
                 else:
+                    if session_sql is not None:
+                        cursor.execute(session_sql)
                     cursor.executemany(compiled.sql, sets)
             except self._executor.dbapi.Error as e:
                 raise self._executor.wrap(e, compiled.sql, sets, self._dbapi_connection) from e
@@ -162,23 +171,34 @@ class DriverExecutor:
             dialect=self.dialect,
         )
 
-    def transaction(self, fn: Callable[[DriverConnection], T]) -> T:
-        """Run ``fn`` in one transaction on a pooled connection: commit, or roll back and raise."""
+    def transaction(
+        self,
+        fn: Callable[[DriverConnection], T],
+        *,
+        session_sql: str | None = None,
+        guard: Callable[[Any], AbstractContextManager[Any]] | None = None,
+    ) -> T:
+        """Run ``fn`` in one transaction on a pooled connection: commit, or roll back and raise.
+
+        ``session_sql`` is sent with the first statement (the transaction's own settings);
+        ``guard(dbapi_connection)`` is held around the whole transaction (a watchdog).
+        """
         fairy = self.engine.raw_connection()
-        try:
+        with guard(fairy.dbapi_connection) if guard is not None else nullcontext():
             try:
-                result = fn(DriverConnection(self, fairy))
                 try:
-                    fairy.commit()
-                except self.dbapi.Error as e:
-                    raise self.wrap(e, "COMMIT", None, fairy) from e
-            except BaseException:
-                if fairy.is_valid:
+                    result = fn(DriverConnection(self, fairy, session_sql))
                     try:
-                        fairy.rollback()
+                        fairy.commit()
                     except self.dbapi.Error as e:
-                        fairy.invalidate(e)
-                raise
-            return result
-        finally:
-            fairy.close()
+                        raise self.wrap(e, "COMMIT", None, fairy) from e
+                except BaseException:
+                    if fairy.is_valid:
+                        try:
+                            fairy.rollback()
+                        except self.dbapi.Error as e:
+                            fairy.invalidate(e)
+                    raise
+                return result
+            finally:
+                fairy.close()

@@ -5,7 +5,9 @@ Everything dialect-specific about *connecting* lives here; the queries live in `
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import math
 import os
 import random
 import re
@@ -31,13 +33,21 @@ T = TypeVar("T")
 
 DEFAULT_SCHEMA = "sync_observability"
 DATABASE_URL_ENV = "SYNC_OBS_DATABASE_URL"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_TIMEOUT = 30.0
+"""The default time budget of one storage call (connect, lock waits, statements, retries)."""
+MAX_CONNECT_TIMEOUT = 10.0
+CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "sync_observability_call_deadline", default=None
+)
+"""The ``time.monotonic()`` deadline of the storage call running in this context, if any."""
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
-# SQLSTATEs worth retrying: serialization failure, deadlock, lock timeout, admin shutdown /
-# terminated backend, cannot connect now, and the whole connection-exception class (08xxx).
-_PG_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
+# SQLSTATEs worth retrying: serialization failure, deadlock, lock timeout, statement timeout or
+# cancel, admin shutdown / terminated backend, cannot connect now, too many connections, and
+# the whole connection-exception class (08xxx).
+_PG_TRANSIENT = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300"}
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database is busy")
+_DRIVERS = ("psycopg2", "sqlite3")
 
 
 def default_database_url(instance: Any = None) -> str:
@@ -93,42 +103,109 @@ def redact(url: str | sa.URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def create_engine(url: str, schema: str = DEFAULT_SCHEMA) -> sa.Engine:
+def create_engine(
+    url: str | sa.URL, schema: str = DEFAULT_SCHEMA, *, timeout_seconds: float = DEFAULT_TIMEOUT
+) -> sa.Engine:
     """An Engine set up for concurrent tracking writes on SQLite or PostgreSQL.
 
-    SQLite: WAL journal and a busy timeout so parallel Dagster worker processes can write, and
-    every transaction opened with ``BEGIN IMMEDIATE`` (a deferred transaction that later writes
-    can fail with "database is locked" without waiting for the busy timeout).
-    PostgreSQL: ``search_path`` set to ``schema`` so every statement lands in it.
+    SQLite: WAL journal, and every transaction opened with ``BEGIN IMMEDIATE`` (a deferred
+    transaction that later writes can fail with "database is locked" without waiting) after a
+    busy timeout set to what is left of the call's time budget.
+    PostgreSQL: every transaction starts by setting, for itself only (``set_config(...,
+    true)``, which PgBouncer in transaction mode accepts, unlike a startup ``options``
+    parameter), ``search_path`` to ``schema`` and ``statement_timeout``/``lock_timeout`` to
+    what is left of the call's budget; connecting gives up after ``connect_timeout``. The pool
+    is sized for Dagster's one process per step: one kept connection, a few overflow ones.
     """
     try:
         parsed = sa.make_url(url)
-    except exc.ArgumentError as e:
+    except (exc.ArgumentError, ValueError) as e:
         raise ConfigurationError(f"cannot parse database URL {redact(url)!r}") from e
+    timeout_seconds = check_timeout(timeout_seconds)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed)
+        return _sqlite_engine(parsed, timeout_seconds)
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             # SQLAlchemy 2.1 defaults to psycopg 3; dagster-postgres and we ship psycopg2.
             parsed = parsed.set(drivername="postgresql+psycopg2")
-        if not _SCHEMA_NAME.match(schema):
-            raise ConfigurationError(f"invalid PostgreSQL schema name {schema!r}")
-        return sa.create_engine(
-            parsed,
-            connect_args={"options": f"-csearch_path={schema}", "application_name": "sync_obs"},
-            pool_size=2,
-            max_overflow=8,
-        )
+        check_schema_name(schema)
+        return _postgres_engine(parsed, schema, timeout_seconds)
     raise ConfigurationError(
         f"unsupported database {backend!r} in {redact(url)!r}: use sqlite:/// or postgresql://"
     )
 
 
-def _sqlite_engine(url: sa.URL) -> sa.Engine:
+def check_schema_name(schema: str) -> str:
+    """A PostgreSQL schema name we can quote safely (any case: it is quoted everywhere)."""
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+        raise ConfigurationError(
+            f"invalid PostgreSQL schema name {schema!r}: use letters, digits and _ "
+            "(at most 63, not starting with a digit)"
+        )
+    return schema
+
+
+def check_timeout(seconds: float) -> float:
+    """A storage time budget: a finite number of seconds above zero."""
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 < seconds < float("inf")
+    ):
+        raise ConfigurationError(
+            f"invalid storage_timeout_seconds={seconds!r}: must be a number of seconds above 0"
+        )
+    return float(seconds)
+
+
+def budget_left(default: float) -> float:
+    """Seconds left of the time budget of the storage call running in this context."""
+    deadline = CALL_DEADLINE.get()
+    if deadline is None:
+        return default
+    return max(0.0, deadline - time.monotonic())
+
+
+def postgres_session_sql(schema: str, seconds_left: float, *, bounded: bool = True) -> str:
+    """The statement that opens every PostgreSQL transaction: schema and timeouts, local to it.
+
+    ``bounded=False`` (long migrations) keeps lock waits bounded but lets statements run.
+    """
+    ms = max(1, int(seconds_left * 1000))
+    return (
+        f"SELECT set_config('search_path', '\"{schema}\"', true), "
+        f"set_config('statement_timeout', '{ms if bounded else 0}', true), "
+        f"set_config('lock_timeout', '{ms}', true)"
+    )
+
+
+def _postgres_engine(url: sa.URL, schema: str, timeout_seconds: float) -> sa.Engine:
+    engine = sa.create_engine(
+        url,
+        connect_args={
+            # libpq's timeout for the whole connection set-up, in whole seconds (2 at least).
+            "connect_timeout": max(2, math.ceil(min(timeout_seconds, MAX_CONNECT_TIMEOUT))),
+            "application_name": "sync_obs",
+        },
+        pool_size=1,
+        max_overflow=4,
+        pool_timeout=timeout_seconds,
+    )
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        bounded = not conn.get_execution_options().get("unbounded_statements", False)
+        sql = postgres_session_sql(schema, budget_left(timeout_seconds), bounded=bounded)
+        conn.exec_driver_sql(sql)
+
+    return engine
+
+
+def _sqlite_engine(url: sa.URL, timeout_seconds: float) -> sa.Engine:
     if url.database and url.database != ":memory:":
         _make_folder(Path(url.database).parent)
-    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = sa.create_engine(url, connect_args={"timeout": timeout_seconds})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -136,13 +213,15 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
+        # A lock held elsewhere is waited for as long as the call's budget allows, no longer.
+        busy_ms = max(1, int(budget_left(timeout_seconds) * 1000))
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
         mode = "DEFERRED" if conn.get_execution_options().get("readonly") else "IMMEDIATE"
         conn.exec_driver_sql(f"BEGIN {mode}")
 
@@ -152,7 +231,7 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
 def is_transient(error: BaseException) -> bool:
     """Whether a database error is worth retrying: a dropped connection, a lock, a conflict."""
     if isinstance(error, exc.DBAPIError):
-        if error.connection_invalidated:
+        if error.connection_invalidated or isinstance(error, exc.InterfaceError):
             return True
         orig = error.orig
         code = getattr(orig, "pgcode", None)
@@ -188,46 +267,102 @@ def _is_misconfigured(message: str) -> bool:
 
 def translate(error: exc.SQLAlchemyError, what: str) -> SyncObservabilityError:
     """Map a driver/SQLAlchemy error to the package's own hierarchy (message without secrets)."""
-    orig = getattr(error, "orig", None)
-    detail = str(orig if orig is not None else error).strip().splitlines()[0]
+    detail = _first_line(error)
     if isinstance(error, exc.IntegrityError):
         return ConstraintViolationError(f"{what}: the database refused the row: {detail}")
     if isinstance(error, exc.OperationalError) and _is_misconfigured(detail.lower()):
         return ConfigurationError(f"{what}: cannot connect: {detail}")
     if is_transient(error):
         return DatabaseUnavailableError(f"{what}: database unavailable: {detail}")
+    orig = getattr(error, "orig", None)
     return StorageError(f"{what}: {type(orig or error).__name__}: {detail}")
 
 
+def as_sqlalchemy_error(error: BaseException) -> exc.SQLAlchemyError | None:
+    """``error`` as a SQLAlchemy error: a raw psycopg2/sqlite3 error is wrapped, others None."""
+    if isinstance(error, exc.SQLAlchemyError):
+        return error
+    if isinstance(error, Exception) and type(error).__module__.split(".")[0] in _DRIVERS:
+        wrapped = exc.DBAPIError.instance(None, None, error, Exception)
+        return wrapped if isinstance(wrapped, exc.SQLAlchemyError) else None
+    return None
+
+
+def is_disconnect(error: exc.SQLAlchemyError) -> bool:
+    """Whether the error means the connection is gone (a restarted or unreachable server)."""
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated or isinstance(error, exc.InterfaceError):
+        return True
+    code = getattr(error.orig, "pgcode", None)
+    return isinstance(error, exc.OperationalError) and (
+        (code is None and type(error.orig).__module__.startswith("psycopg2"))
+        or (code is not None and (code.startswith("08") or code in ("57P01", "57P02", "57P03")))
+    )
+
+
 def run_with_retries(
-    fn: Callable[[], T], *, what: str, max_retries: int, base_delay: float = 0.05
+    fn: Callable[[], T],
+    *,
+    what: str,
+    max_retries: int | None = None,
+    timeout_seconds: float = DEFAULT_TIMEOUT,
+    base_delay: float = 0.05,
+    database: str = "the database",
+    on_disconnect: Callable[[], None] | None = None,
 ) -> T:
-    """Run a whole transaction, retrying it with jittered exponential backoff on transient errors.
+    """Run a whole transaction, retrying it with jittered backoff on transient errors.
 
     ``fn`` must open and commit its own transaction, so a retry never sees half of a previous
-    attempt. When retries run out the last error is raised as ``DatabaseUnavailableError``.
+    attempt. Retries go on until ``timeout_seconds`` is spent (or an enclosing call's deadline,
+    whichever is sooner; ``max_retries`` caps their number too), and every attempt's lock waits
+    and statements are bounded by what is left (see :func:`create_engine`). Then the last error
+    is raised as ``DatabaseUnavailableError`` naming ``database``; any other error is
+    translated into the package's own (:func:`translate`). ``on_disconnect`` runs when a
+    connection turned out dead, to drop the pool's other connections before the retry.
     """
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except exc.SQLAlchemyError as e:
-            if not is_transient(e):
-                raise translate(e, what) from e
-            if attempt >= max_retries:
-                raise DatabaseUnavailableError(
-                    f"{what}: gave up after {attempt + 1} attempts: "
-                    f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}"
-                ) from e
+    started = time.monotonic()
+    deadline = started + timeout_seconds
+    outer = CALL_DEADLINE.get()
+    if outer is not None:
+        deadline = min(deadline, outer)
+    token = CALL_DEADLINE.set(deadline)
+    try:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except Exception as raised:
+                error = as_sqlalchemy_error(raised)
+                if error is None:
+                    raise
+            if not is_transient(error):
+                raise translate(error, what) from error
+            if on_disconnect is not None and is_disconnect(error):
+                on_disconnect()
+            left = deadline - time.monotonic()
             delay = min(base_delay * 2**attempt, 2.0) * (0.5 + random.random())
+            if left <= delay or (max_retries is not None and attempt >= max_retries):
+                raise DatabaseUnavailableError(
+                    f"{what}: {database} unavailable; gave up after {attempt + 1} attempt"
+                    f"{'' if attempt == 0 else 's'} in {time.monotonic() - started:.1f}s "
+                    f"(storage_timeout_seconds={timeout_seconds:g}): {_first_line(error)}"
+                ) from error
             log.warning(
-                "sync_observability: transient database error during %s (attempt %d of %d), "
+                "sync_observability: transient database error during %s (attempt %d), "
                 "retrying in %.2fs: %s",
                 what,
                 attempt + 1,
-                max_retries + 1,
                 delay,
-                type(getattr(e, "orig", e)).__name__,
+                type(getattr(error, "orig", error)).__name__,
             )
             attempt += 1
             time.sleep(delay)
+    finally:
+        CALL_DEADLINE.reset(token)
+
+
+def _first_line(error: BaseException) -> str:
+    orig = getattr(error, "orig", None)
+    text = str(orig if orig is not None else error).strip()
+    return text.splitlines()[0] if text else type(orig or error).__name__

@@ -238,7 +238,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
         return Coverage(state.rolled_from, state.rolled_until)
 
     # Hours close at most once an hour: most calls stop at this read and write nothing.
-    unchanged = store._read(check, "check report roll-ups")
+    unchanged = store.db.read(check, "check report roll-ups")
     if unchanged is not None:
         return unchanged
 
@@ -253,7 +253,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
                 return None, False, dt.timedelta(0)
             start = floor_hour(first)
             conn.execute(
-                store._insert(sync_rollup_state)
+                store.db.insert(sync_rollup_state)
                 .values(id=1, rolled_from=start, rolled_until=start, refreshed_at=wall)
                 .on_conflict_do_nothing()
             )
@@ -310,10 +310,10 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
     rolled, analyzed = dt.timedelta(0), dt.timedelta(0)
     more = True
     while more:
-        coverage, more, step = store._write(tx, "refresh report roll-ups")
+        coverage, more, step = store.db.write(tx, "refresh report roll-ups")
         rolled += step
         if dialect == "postgresql" and rolled >= max(ANALYZE_AFTER, 2 * analyzed):
-            store._write(analyze, "analyze report roll-ups")
+            store.db.write(analyze, "analyze report roll-ups")
             analyzed = rolled
     return coverage
 
@@ -377,7 +377,7 @@ def _refresh_days(
         .group_by(day, h.resource)
         .order_by(sa.literal_column("day"))
     )
-    statement = store._insert(sync_history_daily).from_select(
+    statement = store.db.insert(sync_history_daily).from_select(
         ["day", "resource", "operations"], counts
     )
     conn.execute(
@@ -403,7 +403,7 @@ def report_coverage(store: SyncStore) -> Coverage | None:
         state = conn.execute(sa.select(sync_rollup_state)).one_or_none()
         return None if state is None else Coverage(state.rolled_from, state.rolled_until)
 
-    return store._read(read, "read report roll-ups coverage")
+    return store.db.read(read, "read report roll-ups coverage")
 
 
 def reopen_statement(started_at: dt.datetime) -> sa.Update:
@@ -450,7 +450,7 @@ def retire_before(store: SyncStore, before: dt.datetime) -> None:
             # Nothing rolled up yet: start the roll-ups at the boundary, so that a first
             # refresh running meanwhile does not roll up the rows being deleted.
             conn.execute(
-                store._insert(sync_rollup_state)
+                store.db.insert(sync_rollup_state)
                 .values(id=1, rolled_from=boundary, rolled_until=boundary, refreshed_at=utcnow())
                 .on_conflict_do_nothing()
             )
@@ -473,7 +473,7 @@ def retire_before(store: SyncStore, before: dt.datetime) -> None:
             )
         )
 
-    store._write(tx, "retire report roll-ups")
+    store.db.write(tx, "retire report roll-ups")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -575,7 +575,7 @@ def ensure_baseline(store: SyncStore, from_day: dt.datetime, until_day: dt.datet
     b = sync_volume_baseline.c
     key = sa.and_(b.from_day == from_day, b.until_day == until_day)
     found = sa.select(sa.exists().where(key))
-    if store._read(lambda conn: conn.execute(found).scalar_one(), "check volume baseline"):
+    if store.db.read(lambda conn: conn.execute(found).scalar_one(), "check volume baseline"):
         return
 
     def tx(conn: sa.Connection) -> None:
@@ -605,7 +605,7 @@ def ensure_baseline(store: SyncStore, from_day: dt.datetime, until_day: dt.datet
         if store.dialect == "postgresql":  # a new range: the planner's estimates need it
             conn.exec_driver_sql("ANALYZE sync_volume_baseline")
 
-    store._write(tx, "sum the volume baseline")
+    store.db.write(tx, "sum the volume baseline")
 
 
 def _first_day(since: dt.datetime, day_end: dt.datetime, *, held: bool) -> sa.Subquery:

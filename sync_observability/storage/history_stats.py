@@ -99,7 +99,7 @@ def _recent_values(
                 values.setdefault(resource, []).append(int(value))
             return values
 
-    return store._read(read, f"read recent {column} per resource")
+    return store.db.read(read, f"read recent {column} per resource")
 
 
 def _recent_runs(
@@ -217,7 +217,7 @@ def slow_sync_candidates(
         .where(sync_state.c.last_sync_status == "success", duration.is_not(None), sa.or_(*slow))
         .order_by(sync_state.c.resource)
     )
-    return store._read(lambda conn: _rule_input(conn, query), "read slow-sync candidates")
+    return store.db.read(lambda conn: _rule_input(conn, query), "read slow-sync candidates")
 
 
 def volume_anomaly_candidates(
@@ -279,7 +279,7 @@ def volume_anomaly_candidates(
         .where(*conditions)
         .order_by(sync_state.c.resource)
     )
-    return store._read(lambda conn: _rule_input(conn, query), "read volume-anomaly candidates")
+    return store.db.read(lambda conn: _rule_input(conn, query), "read volume-anomaly candidates")
 
 
 def _values_array(recent: sa.Subquery) -> sa.Label[Any]:

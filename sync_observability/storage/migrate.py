@@ -58,7 +58,8 @@ def _known(revision: str | None) -> bool:
 
 def upgrade(engine: sa.Engine, schema: str, revision: str = "head") -> str | None:
     """Bring the database to ``revision``; returns the revision it was at before."""
-    with engine.begin() as connection:
+    # Statements may outlast the call's budget (an index on a big table); lock waits may not.
+    with engine.execution_options(unbounded_statements=True).begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(
                 sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}

@@ -123,7 +123,7 @@ def insert_operations(
             return  # the previous attempt committed; only its acknowledgement was lost
         conn.execute(_INSERT_EVENTS, params)
 
-    store._write(tx, f"log {len(params)} operation events of sync {sync_id}")
+    store.db.write(tx, f"log {len(params)} operation events of sync {sync_id}")
 
 
 def _count_for_sync(conn: sa.Connection, sync_id: str) -> int:
@@ -159,7 +159,7 @@ def list_operations(
     def read(conn: sa.Connection) -> list[OperationEvent]:
         return [OperationEvent(**row) for row in conn.execute(query).mappings()]
 
-    return store._read(read, "list operation events")
+    return store.db.read(read, "list operation events")
 
 
 def count_operations(store: SyncStore, sync_id: str) -> Mapping[str, int]:
@@ -174,4 +174,4 @@ def count_operations(store: SyncStore, sync_id: str) -> Mapping[str, int]:
     def read(conn: sa.Connection) -> dict[str, int]:
         return {category: n for category, n in conn.execute(query).all()}
 
-    return store._read(read, f"count operation events of sync {sync_id}")
+    return store.db.read(read, f"count operation events of sync {sync_id}")

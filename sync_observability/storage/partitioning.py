@@ -172,7 +172,7 @@ def ensure_partitions(
     def existing(conn: sa.Connection) -> tuple[bool, set[str]]:
         return is_partitioned(conn), {p.name for p in partitions(conn)}
 
-    partitioned, have = store._read(existing, "list sync_history partitions")
+    partitioned, have = store.db.read(existing, "list sync_history partitions")
     if not partitioned:
         return []
     created = []
@@ -188,11 +188,11 @@ def ensure_partitions(
             return True
 
         try:
-            if store._write(tx, f"create partition {part.name}", max_retries=0):
+            if store.db.write(tx, f"create partition {part.name}", max_retries=0):
                 created.append(part.name)
         except StorageError:
             # A concurrent run created it first (or the lock wait timed out): check, not fail.
-            if part.name not in store._read(existing, "list sync_history partitions")[1]:
+            if part.name not in store.db.read(existing, "list sync_history partitions")[1]:
                 raise
     return created
 
@@ -279,7 +279,7 @@ def enable_partitioning(
         conn.execute(sa.text("DROP TABLE sync_history_unpartitioned"))
         return EnableResult(True, copied, tuple(names))
 
-    result = store._write(tx, "partition sync_history")
+    result = store.db.write(tx, "partition sync_history")
     ensure_partitions(store, now=now, months_ahead=months_ahead)
     return result
 
@@ -312,10 +312,10 @@ def archive_partitions(
             return []
         return [p for p in partitions(conn) if p.end <= before]
 
-    for part in store._read(candidates, "list old partitions"):
+    for part in store.db.read(candidates, "list old partitions"):
         table = sync_history.to_metadata(sa.MetaData(), name=part.name)
         blocked = sa.select(sa.exists().where(keeps(table)))
-        if store._read(lambda conn, q=blocked: conn.execute(q).scalar_one(), "check partition"):
+        if store.db.read(lambda conn, q=blocked: conn.execute(q).scalar_one(), "check partition"):
             continue
         timings: list[float] = []
 
@@ -343,7 +343,7 @@ def archive_partitions(
             return rows
 
         try:
-            rows = store._write(archive_month, f"archive {part.name}", max_retries=0)
+            rows = store.db.write(archive_month, f"archive {part.name}", max_retries=0)
         except (_Keep, DatabaseUnavailableError):
             # A row must stay, or the lock on sync_history was not granted within the lock
             # timeout (a long query holds it): the month goes the batched way.

@@ -79,7 +79,7 @@ def _rows(
             )
         return [dict(row) for row in conn.execute(query).mappings()]
 
-    return store._read(read, what)
+    return store.db.read(read, what)
 
 
 def _columns(
@@ -97,7 +97,7 @@ def _columns(
             else {n: [] for n in names}
         )
 
-    return store._read(read, what)
+    return store.db.read(read, what)
 
 
 def _partials(

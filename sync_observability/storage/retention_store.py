@@ -251,7 +251,7 @@ class RetentionStore:
                 raise
             return conn, bool(acquired)
 
-        conn, acquired = self.store._retry(connect_and_lock, "take the retention lock")
+        conn, acquired = self.store.db.retry(connect_and_lock, "take the retention lock")
         try:
             yield acquired
         finally:
@@ -277,7 +277,7 @@ class RetentionStore:
                 if name in metadata.tables and inspector.has_table(name)
             ]
 
-        return self.store._read(read, "list retention tables")
+        return self.store.db.read(read, "list retention tables")
 
     # -- counts (dry run and progress) -----------------------------------------------------
 
@@ -339,7 +339,7 @@ class RetentionStore:
             )
 
         # One snapshot: both reads see the same database.
-        return self.store._write(read, "read what archival keeps")
+        return self.store.db.write(read, "read what archival keeps")
 
     def count_archivable(
         self,
@@ -360,7 +360,7 @@ class RetentionStore:
             .select_from(sync_history)
             .where(_archivable(sync_history, key, before, keep_last, boundaries))
         )
-        return self.store._read(lambda conn: conn.execute(query).scalar_one(), "count history")
+        return self.store.db.read(lambda conn: conn.execute(query).scalar_one(), "count history")
 
     def _snapshot(self, keep_last: int, snapshot: KeepSnapshot | None) -> KeepSnapshot | None:
         if snapshot is not None:
@@ -375,7 +375,7 @@ class RetentionStore:
         if table is sync_history:
             history_rollup.retire_before(self.store, before)
         query = sa.select(sa.func.count()).select_from(table).where(_old(target, table, before))
-        return self.store._read(
+        return self.store.db.read(
             lambda conn: conn.execute(query).scalar_one(), f"count {target.table}"
         )
 
@@ -419,7 +419,7 @@ class RetentionStore:
             tx = _pg_archive(where, limit, now, source)
         else:
             tx = _sqlite_archive(where, limit, now)
-        return self.store._write(tx, "archive a batch of sync_history")
+        return self.store.db.write(tx, "archive a batch of sync_history")
 
     def purge_batch(
         self, target: PurgeTarget, *, before: dt.datetime, after: Keyset | None, limit: int
@@ -454,17 +454,17 @@ class RetentionStore:
                 deleted = conn.execute(sa.delete(table).where(_rowid(table).in_(picked))).rowcount
                 return Batch(deleted, Keyset(bound[0], bound[1]))
 
-        return self.store._write(tx, f"purge a batch of {target.table}")
+        return self.store.db.write(tx, f"purge a batch of {target.table}")
 
     def partitioned(self) -> bool:
         """Whether ``sync_history`` is partitioned (PostgreSQL, after ``partition enable``)."""
         if self.dialect != "postgresql":
             return False
-        return self.store._read(partitioning.is_partitioned, "check sync_history partitioning")
+        return self.store.db.read(partitioning.is_partitioned, "check sync_history partitioning")
 
     def leaf_tables(self) -> list[str]:
         """A partitioned ``sync_history``'s partitions, oldest first, the default last."""
-        return self.store._read(partitioning.leaf_tables, "list sync_history partitions")
+        return self.store.db.read(partitioning.leaf_tables, "list sync_history partitions")
 
     def must_stay(
         self, before: dt.datetime, keep_last: int, snapshot: KeepSnapshot | None

@@ -132,7 +132,7 @@ def daily_rollups(
     def read(conn: sa.Connection) -> list[DailyRollup]:
         return [_row(row) for row in conn.execute(query, params).mappings()]
 
-    return store._read(read, "compute daily roll-ups")
+    return store.db.read(read, "compute daily roll-ups")
 
 
 def _row(row: Any) -> DailyRollup:

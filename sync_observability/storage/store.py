@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import getpass
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sync_observability.errors import (
     InvalidInputError,
@@ -29,13 +28,8 @@ from sync_observability.errors import (
     WatermarkRewindError,
 )
 from sync_observability.storage import history_rollup, migrate
-from sync_observability.storage.driver import DriverExecutor
-from sync_observability.storage.engine import (
-    DEFAULT_SCHEMA,
-    create_engine,
-    redact,
-    run_with_retries,
-)
+from sync_observability.storage.database import Database
+from sync_observability.storage.engine import DEFAULT_SCHEMA, DEFAULT_TIMEOUT, create_engine
 from sync_observability.storage.schema import (
     JSONType,
     UTCDateTime,
@@ -349,18 +343,21 @@ def _check_rollups(rollups: str) -> str:
 
 
 class SyncStore:
-    """Owns the engine and every query on the sync tables, on SQLite or PostgreSQL.
+    """Every query on the sync tables, on SQLite or PostgreSQL; its :class:`Database` runs them.
 
     Args:
         engine: an Engine from :func:`sync_observability.storage.engine.create_engine`.
         schema: the PostgreSQL schema the tables live in (ignored on SQLite).
-        max_retries: how many times a transaction is retried on transient errors.
+        max_retries: at most this many retries of a transaction on transient errors, besides
+            the time budget (None: retry until ``storage_timeout_seconds`` is spent).
         auto_migrate: apply pending migrations now.
         rollups: how reports use the hourly roll-ups (``storage/history_rollup.py``):
             ``"refresh"`` (default) aggregates the hours closed since the last report, then reads
             them; ``"read"`` reads what is already rolled up and writes nothing (a read-only
             replica, or a read-only database user; the primary's reports keep them fresh);
             ``"off"`` reads every hour from ``sync_history`` (slower, same answers).
+        storage_timeout_seconds: the time budget of every call (connect, lock waits,
+            statements, retries); past it the call raises ``DatabaseUnavailableError``.
 
     Examples:
         .. code-block:: python
@@ -374,37 +371,30 @@ class SyncStore:
         engine: sa.Engine,
         *,
         schema: str = DEFAULT_SCHEMA,
-        max_retries: int = 5,
+        max_retries: int | None = None,
         auto_migrate: bool = True,
         rollups: str = "refresh",
+        storage_timeout_seconds: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.rollups = _check_rollups(rollups)
-        self.engine = engine
+        self.db = Database(
+            engine, schema=schema, timeout_seconds=storage_timeout_seconds, max_retries=max_retries
+        )
         self.schema = schema
-        self.max_retries = max_retries
-        if engine.dialect.name == "postgresql":
-            self._insert: Callable[..., Any] = postgresql.insert
-        else:
-            self._insert = sqlite.insert
         self._finish_state = _finish_statements(engine.dialect.name)
         # PostgreSQL: start and finish skip SQLAlchemy's per-statement machinery (driver.py).
-        self._driver = (
-            DriverExecutor(
-                engine,
-                [
-                    _START_STATE,
-                    _INSERT_HISTORY,
-                    _FINISH_HISTORY,
-                    _FIX_HISTORY_WATERMARK,
-                    _INSERT_CHANGE,
-                    *self._finish_state.values(),
-                ],
-            )
-            if engine.dialect.name == "postgresql"
-            else None
+        self.db.prepare(
+            [
+                _START_STATE,
+                _INSERT_HISTORY,
+                _FINISH_HISTORY,
+                _FIX_HISTORY_WATERMARK,
+                _INSERT_CHANGE,
+                *self._finish_state.values(),
+            ]
         )
         if auto_migrate:
-            self._retry(lambda: migrate.ensure_schema(engine, schema), "migrate")
+            self.db.retry(lambda: migrate.ensure_schema(engine, schema), "migrate")
 
     @classmethod
     def from_url(
@@ -412,64 +402,49 @@ class SyncStore:
         url: str,
         *,
         schema: str = DEFAULT_SCHEMA,
-        max_retries: int = 5,
+        max_retries: int | None = None,
         auto_migrate: bool = True,
         rollups: str = "refresh",
+        storage_timeout_seconds: float = DEFAULT_TIMEOUT,
     ) -> SyncStore:
         """A store on a new engine for ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
         _check_rollups(rollups)  # before an engine is made
         return cls(
-            create_engine(url, schema),
+            create_engine(url, schema, timeout_seconds=storage_timeout_seconds),
             schema=schema,
             max_retries=max_retries,
             auto_migrate=auto_migrate,
             rollups=rollups,
+            storage_timeout_seconds=storage_timeout_seconds,
         )
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy Engine (its Database's)."""
+        return self.db.engine
+
+    @property
+    def max_retries(self) -> int | None:
+        """The cap on retries of one call, besides the time budget (None: the budget only)."""
+        return self.db.max_retries
 
     @property
     def url(self) -> str:
         """The database URL with its password masked."""
-        return redact(self.engine.url)
+        return self.db.url
 
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
-        return self.engine.dialect.name
+        return self.db.dialect
 
     def dispose(self) -> None:
         """Close every pooled connection."""
-        self.engine.dispose()
+        self.db.dispose()
 
     def migrate(self) -> str | None:
         """Apply pending migrations; returns the revision the database was at before."""
-        return self._retry(lambda: migrate.upgrade(self.engine, self.schema), "migrate")
-
-    def _retry(self, fn: Callable[[], T], what: str, max_retries: int | None = None) -> T:
-        retries = self.max_retries if max_retries is None else max_retries
-        return run_with_retries(fn, what=what, max_retries=retries)
-
-    def _read(self, fn: Callable[[sa.Connection], T], what: str) -> T:
-        def attempt() -> T:
-            with self.engine.connect() as conn:
-                return fn(conn.execution_options(readonly=True))
-
-        return self._retry(attempt, what)
-
-    def _write(
-        self, fn: Callable[[sa.Connection], T], what: str, max_retries: int | None = None
-    ) -> T:
-        def attempt() -> T:
-            with self.engine.begin() as conn:
-                return fn(conn)
-
-        return self._retry(attempt, what, max_retries)
-
-    def _write_hot(self, fn: Callable[[Any], T], what: str) -> T:
-        """``_write`` for the tracking hot path: on the DB-API cursor where there is one."""
-        driver = self._driver
-        if driver is None:
-            return self._write(fn, what)
-        return self._retry(lambda: driver.transaction(fn), what)
+        return self.db.retry(lambda: migrate.upgrade(self.engine, self.schema), "migrate")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -558,7 +533,7 @@ class SyncStore:
                 metadata=params["metadata"],
             )
 
-        return self._write_hot(tx, f"start sync of resource {resource!r}")
+        return self.db.write_hot(tx, f"start sync of resource {resource!r}")
 
     def finish_sync(
         self,
@@ -686,7 +661,7 @@ class SyncStore:
 
         what = f"finish sync {sync_id} of resource {resource!r}"
         try:
-            self._write_hot(tx, what)
+            self.db.write_hot(tx, what)
         except _Refused as refused:
             self._finish_refused(sync_id, resource, started_at, outcome, refused)
             raise refused.error from None
@@ -837,7 +812,7 @@ class SyncStore:
                 )
             return True
 
-        return self._write(tx, f"reap sync {sync_id}")
+        return self.db.write(tx, f"reap sync {sync_id}")
 
     # -- manual watermark changes ----------------------------------------------------------
 
@@ -1019,7 +994,7 @@ class SyncStore:
             }
             if held is None:
                 inserted = conn.execute(
-                    self._insert(sync_state)
+                    self.db.insert(sync_state)
                     .values(
                         resource=resource, last_sync_status="never_run", created_at=now, **values
                     )
@@ -1071,7 +1046,7 @@ class SyncStore:
             return change | {"change_id": change_id}
 
         try:
-            written = self._write(tx, f"set the watermark of resource {resource!r}")
+            written = self.db.write(tx, f"set the watermark of resource {resource!r}")
         except _Refused as refused:
             self._record_refusal(refused)
             raise refused.error from None
@@ -1084,7 +1059,7 @@ class SyncStore:
             "reason": f"{code}: {refused.error}"
             + (f" (reason given: {refused.change['reason']})" if refused.change["reason"] else ""),
         }
-        self._write(lambda conn: conn.execute(_INSERT_CHANGE, change), "record a refused change")
+        self.db.write(lambda conn: conn.execute(_INSERT_CHANGE, change), "record a refused change")
 
     def watermark_changes(
         self, resource: str | None = None, *, limit: int | None = 50
@@ -1097,13 +1072,15 @@ class SyncStore:
             query = query.where(watermark_changes.c.resource == resource)
         if limit is not None:
             query = query.limit(limit)
-        return self._read(lambda conn: _all(conn, query, WatermarkChange), "list watermark changes")
+        return self.db.read(
+            lambda conn: _all(conn, query, WatermarkChange), "list watermark changes"
+        )
 
     # -- reads -----------------------------------------------------------------------------
 
     def get_state(self, resource: str) -> SyncState | None:
         """The ``sync_state`` row of ``resource``, None when it never synced."""
-        return self._read(
+        return self.db.read(
             lambda conn: _one(
                 conn, sa.select(sync_state).where(sync_state.c.resource == resource), SyncState
             ),
@@ -1143,22 +1120,22 @@ class SyncStore:
             )
         if min_syncs_since_advance is not None:
             query = query.where(t.syncs_since_advance >= min_syncs_since_advance)
-        return self._read(lambda conn: _all(conn, query, SyncState), "list states")
+        return self.db.read(lambda conn: _all(conn, query, SyncState), "list states")
 
     def count_states(self) -> int:
         """How many resources have a ``sync_state`` row."""
         query = sa.select(sa.func.count()).select_from(sync_state)
-        return self._read(lambda conn: conn.execute(query).scalar_one(), "count states")
+        return self.db.read(lambda conn: conn.execute(query).scalar_one(), "count states")
 
     def list_resources(self) -> list[str]:
         """Every resource with a ``sync_state`` row, sorted."""
         query = sa.select(sync_state.c.resource).order_by(sync_state.c.resource)
-        return self._read(lambda conn: list(conn.execute(query).scalars()), "list resources")
+        return self.db.read(lambda conn: list(conn.execute(query).scalars()), "list resources")
 
     def get_sync(self, sync_id: str) -> SyncRecord | None:
         """One ``sync_history`` row by id."""
         query = sa.select(sync_history).where(sync_history.c.sync_id == sync_id)
-        return self._read(lambda conn: _one(conn, query, SyncRecord), f"read sync {sync_id}")
+        return self.db.read(lambda conn: _one(conn, query, SyncRecord), f"read sync {sync_id}")
 
     def list_history(
         self,
@@ -1180,7 +1157,7 @@ class SyncStore:
             query = query.where(sync_history.c.sync_start_time >= since)
         if limit is not None:
             query = query.limit(limit)
-        return self._read(lambda conn: _all(conn, query, SyncRecord), "list history")
+        return self.db.read(lambda conn: _all(conn, query, SyncRecord), "list history")
 
 
 def utcnow() -> dt.datetime:

@@ -298,7 +298,7 @@ def test_a_bad_row_is_refused_by_the_database(alerts: AlertStore) -> None:
         record_findings(alerts, CONSECUTIVE_FAILURES, [failures(severity="info")], now=NOW)
     [alert] = record_findings(alerts, CONSECUTIVE_FAILURES, [failures()], now=NOW).opened
     with pytest.raises(ConstraintViolationError):
-        alerts.store._write(
+        alerts.store.db.write(
             lambda conn: conn.execute(
                 sa.update(sync_alerts)
                 .where(sync_alerts.c.alert_id == alert.alert_id)

@@ -182,6 +182,8 @@ def _run_seed_queries(
         with engine.connect() as conn:
             cursor = conn.connection.dbapi_connection.cursor()
             cursor.execute("SET TIME ZONE 'UTC'")
+            # The package sets its schema per transaction; a user's own session names it.
+            cursor.execute(f'SET search_path TO "{backend.schema}"')
             for statement in runnable:
                 cursor.execute(statement.sql)  # no parameters: the text goes as written
                 names = [c[0] for c in cursor.description]

@@ -1,0 +1,345 @@
+"""Database: the one place that runs transactions, for every store.
+
+A store (:class:`~sync_observability.storage.store.SyncStore`, the alert, retention, roll-up and
+operation stores) holds queries; it hands each transaction, as a function of a connection, to
+its ``Database``, which runs it: one transaction per call, retried whole with jittered backoff
+on transient errors until the call's time budget is spent, driver errors translated into the
+package's own, and nothing waiting longer than the budget whatever the server does:
+
+- lock waits and statements: ``lock_timeout`` / ``statement_timeout`` set for each transaction
+  (PostgreSQL), the busy timeout (SQLite), both to what is left of the budget;
+- connecting: libpq's ``connect_timeout``; waiting for a pooled connection: the pool timeout;
+- a server that stops answering altogether (frozen, or a network that drops packets): a
+  watchdog thread shuts the socket of a transaction that outlives its budget by a grace period,
+  so the driver returns with an error instead of waiting for ever.
+
+A connection found dead (the server restarted) drops the whole pool before the retry, and
+connections left idle are closed after :data:`IDLE_RELEASE_SECONDS`, so a Dagster step that
+tracks a long sync does not keep a server connection while it works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from sync_observability.storage.driver import DriverExecutor
+from sync_observability.storage.engine import (
+    CALL_DEADLINE,
+    DEFAULT_SCHEMA,
+    DEFAULT_TIMEOUT,
+    check_timeout,
+    create_engine,
+    postgres_session_sql,
+    redact,
+    run_with_retries,
+)
+
+T = TypeVar("T")
+
+WATCHDOG_GRACE_SECONDS = 2.0
+"""How long past its budget a PostgreSQL transaction may run before its socket is shut."""
+IDLE_RELEASE_SECONDS = 5.0
+"""PostgreSQL connections idle this long are closed (a step's tracked work can take hours)."""
+
+
+class Database:
+    """Runs every transaction of the sync_observability tables, within a time budget.
+
+    Args:
+        engine: from :func:`sync_observability.storage.engine.create_engine`.
+        schema: the PostgreSQL schema of the tables (ignored on SQLite).
+        timeout_seconds: the budget of one call (:meth:`read`, :meth:`write`, ...): connect,
+            lock waits, statements and retries; then ``DatabaseUnavailableError``.
+        max_retries: at most this many retries of a call, besides the budget (None: no cap).
+
+    Examples:
+        .. code-block:: python
+
+            db = Database.from_url("sqlite:///sync.db", timeout_seconds=10)
+            count = db.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar_one(), "ping")
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        timeout_seconds: float = DEFAULT_TIMEOUT,
+        max_retries: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.schema = schema
+        self.timeout_seconds = check_timeout(timeout_seconds)
+        self.max_retries = max_retries
+        self.dialect: str = engine.dialect.name
+        self.insert: Callable[..., Any] = (
+            postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        )
+        self._driver: DriverExecutor | None = None
+        self._in_flight = 0
+        self._last_used = time.monotonic()
+        self._lock = threading.Lock()
+        if self.dialect == "postgresql":
+            _JANITOR.register(self)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        timeout_seconds: float = DEFAULT_TIMEOUT,
+        max_retries: int | None = None,
+    ) -> Database:
+        """A Database on a new engine for ``url`` (``sqlite:///...`` or ``postgresql://...``)."""
+        engine = create_engine(url, schema, timeout_seconds=timeout_seconds)
+        return cls(engine, schema=schema, timeout_seconds=timeout_seconds, max_retries=max_retries)
+
+    @property
+    def url(self) -> str:
+        """The database URL with its password hidden."""
+        return redact(self.engine.url)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def prepare(self, statements: Iterable[sa.Executable]) -> None:
+        """Compile the hot path's statements once, for :meth:`write_hot` (PostgreSQL)."""
+        if self.dialect == "postgresql":
+            self._driver = DriverExecutor(self.engine, statements)
+
+    @contextlib.contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Every call in the block ends within ``seconds`` from now, all of them together.
+
+        A sensor tick wraps its work in one so that several calls cannot add up past
+        Dagster's sensor timeout.
+        """
+        deadline = time.monotonic() + check_timeout(seconds)
+        outer = CALL_DEADLINE.get()
+        token = CALL_DEADLINE.set(deadline if outer is None else min(outer, deadline))
+        try:
+            yield
+        finally:
+            CALL_DEADLINE.reset(token)
+
+    # -- running transactions --------------------------------------------------------------
+
+    def retry(self, fn: Callable[[], T], what: str, *, max_retries: int | None = None) -> T:
+        """Run ``fn`` (which opens and commits its own transaction) within the budget."""
+        retries = self.max_retries if max_retries is None else max_retries
+        return run_with_retries(
+            fn,
+            what=what,
+            max_retries=retries,
+            timeout_seconds=self.timeout_seconds,
+            database=self.url,
+            on_disconnect=self.dispose,
+        )
+
+    def read(self, fn: Callable[[sa.Connection], T], what: str) -> T:
+        """Run ``fn(connection)`` in a read-only transaction (``DEFERRED`` on SQLite)."""
+        return self.retry(lambda: self._attempt(fn, readonly=True), what)
+
+    def write(
+        self,
+        fn: Callable[[sa.Connection], T],
+        what: str,
+        *,
+        max_retries: int | None = None,
+        unbounded_statements: bool = False,
+    ) -> T:
+        """Run ``fn(connection)`` in one write transaction, committed when it returns.
+
+        ``max_retries=0`` tries it once (a lock wait worth not repeating).
+        ``unbounded_statements`` lets statements run past the budget (migrations, converting a
+        table), while lock waits stay bounded by it.
+        """
+        options = {"unbounded_statements": True} if unbounded_statements else {}
+        return self.retry(
+            lambda: self._attempt(fn, readonly=False, **options), what, max_retries=max_retries
+        )
+
+    def write_hot(self, fn: Callable[[Any], T], what: str) -> T:
+        """:meth:`write` for the tracking hot path: on the DB-API cursor where there is one."""
+        driver = self._driver
+        if driver is None:
+            return self.write(fn, what)
+
+        def attempt() -> T:
+            with self._using():
+                seconds = max(0.0, _deadline() - time.monotonic())
+                session = postgres_session_sql(self.schema, seconds)
+                return driver.transaction(fn, session_sql=session, guard=_WATCHDOG.guard)
+
+        return self.retry(attempt, what)
+
+    def _attempt(self, fn: Callable[[sa.Connection], T], *, readonly: bool, **options: Any) -> T:
+        with self._using():
+            conn = self.engine.connect()
+            guard = (
+                _WATCHDOG.guard(conn.connection.dbapi_connection)
+                if self.dialect == "postgresql"
+                else contextlib.nullcontext()
+            )
+            with guard:
+                try:
+                    if readonly or options:
+                        conn = conn.execution_options(readonly=readonly, **options)
+                    with conn.begin():
+                        return fn(conn)
+                finally:
+                    conn.close()
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._last_used = time.monotonic()
+
+    def release_if_idle(self, idle_seconds: float) -> bool:
+        """Close the pooled connections when none is in use and none was for ``idle_seconds``."""
+        with self._lock:
+            if self._in_flight or time.monotonic() - self._last_used < idle_seconds:
+                return False
+            pool = self.engine.pool
+            if not isinstance(pool, sa.pool.QueuePool) or pool.checkedin() == 0:
+                return False
+            if pool.checkedout():
+                return False
+            self.engine.dispose()
+            return True
+
+
+def _deadline() -> float:
+    deadline = CALL_DEADLINE.get()
+    return time.monotonic() + DEFAULT_TIMEOUT if deadline is None else deadline
+
+
+class _Watchdog:
+    """Shuts the socket of a PostgreSQL connection whose transaction outlived its deadline.
+
+    One daemon thread for the process, started on first use. A frozen server still accepts and
+    acknowledges TCP traffic in its kernel, so neither the server's timeouts nor TCP keepalives
+    fire; shutting the socket makes libpq return ("server closed the connection") at once.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._watched: dict[int, tuple[Any, int]] = {}
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, dbapi_connection: Any) -> Iterator[None]:
+        """Watch ``dbapi_connection`` until the block ends, against the call's deadline."""
+        try:
+            fd = dbapi_connection.fileno()
+        except Exception:  # already closed: nothing to watch
+            yield
+            return
+        when = _deadline() + WATCHDOG_GRACE_SECONDS
+        key = next(self._ids)
+        with self._cond:
+            self._watched[key] = (dbapi_connection, fd)
+            heapq.heappush(self._heap, (when, key))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sync_observability-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][1] == key:
+                self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._watched.pop(key, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._watched:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                when, key = self._heap[0]
+                wait = when - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                connection, fd = self._watched.pop(key)
+                _shut(connection, fd)
+
+
+def _shut(connection: Any, fd: int) -> None:
+    try:
+        if getattr(connection, "closed", 1) or connection.fileno() != fd:
+            return
+        # A duplicate of the descriptor: shutting it down ends the connection for libpq too.
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Janitor:
+    """Closes PostgreSQL pools left idle: one daemon thread, woken once a second."""
+
+    def __init__(self) -> None:
+        self._databases: weakref.WeakSet[Database] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def register(self, database: Database) -> None:
+        with self._lock:
+            self._databases.add(database)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sync_observability-idle-connections", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                databases = list(self._databases)
+            for database in databases:
+                with contextlib.suppress(Exception):
+                    database.release_if_idle(IDLE_RELEASE_SECONDS)
+
+
+_WATCHDOG = _Watchdog()
+_JANITOR = _Janitor()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's threads do not exist in a forked child: start afresh there.
+    global _WATCHDOG, _JANITOR
+    _WATCHDOG = _Watchdog()
+    _JANITOR = _Janitor()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
