@@ -1,0 +1,1 @@
+"""Fault injection against a throwaway PostgreSQL cluster: stopped, frozen, locked, full."""
