@@ -1,0 +1,161 @@
+"""Database: per-transaction settings, shared deadlines, idle connections, driver errors."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from sync_observability import ConfigurationError, SyncStore, SyncTracker
+from sync_observability.storage.database import Database
+from sync_observability.storage.engine import (
+    as_sqlalchemy_error,
+    create_engine,
+    is_disconnect,
+    is_transient,
+)
+from sync_observability_tests.conftest import _admin_engine
+
+
+@pytest.fixture
+def pg_db(postgres_database_url: str) -> Iterator[Database]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    db = Database.from_url(postgres_database_url, schema=schema, timeout_seconds=7)
+    yield db
+    db.dispose()
+    admin = _admin_engine(postgres_database_url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def _settings(conn: sa.Connection) -> tuple[int, int, str]:
+    row = conn.execute(
+        sa.text(
+            "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), "
+            "current_setting('search_path')"
+        )
+    ).one()
+    return _ms(row[0]), _ms(row[1]), row[2]
+
+
+def _ms(setting: str) -> int:
+    for unit, factor in (("ms", 1), ("s", 1000), ("min", 60_000)):
+        if setting.endswith(unit) and setting[: -len(unit)].isdigit():
+            return int(setting[: -len(unit)]) * factor
+    return int(setting)
+
+
+@pytest.mark.postgres
+def test_each_transaction_sets_its_own_schema_and_timeouts_and_leaves_the_session_alone(
+    pg_db: Database,
+) -> None:
+    statement_ms, lock_ms, search_path = pg_db.read(_settings, "read settings")
+    assert search_path == f'"{pg_db.schema}"'
+    assert 6000 < statement_ms <= 7000
+    assert 6000 < lock_ms <= 7000
+    # No startup `options` (PgBouncer in transaction mode refuses them), and nothing leaks
+    # into the session once the transaction ends.
+    assert "options" not in str(pg_db.engine.url)
+    with pg_db.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert "options" not in raw.dsn
+        cursor = raw.cursor()
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('search_path')"
+        )
+        assert cursor.fetchone() == ("0", '"$user", public')
+
+
+@pytest.mark.postgres
+def test_calls_inside_a_deadline_share_what_is_left_of_it(pg_db: Database) -> None:
+    with pg_db.deadline(2):
+        first = pg_db.read(_settings, "first")
+        second = pg_db.read(_settings, "second")
+    assert 1000 < second[0] <= first[0] <= 2000
+    # Outside the deadline each call has its own budget again.
+    assert pg_db.read(_settings, "after")[0] > 6000
+
+
+@pytest.mark.postgres
+def test_a_mixed_case_schema_works(postgres_database_url: str) -> None:
+    schema = f"Mixed_{uuid.uuid4().hex[:8]}"
+    tracker = SyncTracker(database_url=postgres_database_url, schema_name=schema)
+    try:
+        with tracker.track(resource="accounts") as sync:
+            sync.record(processed=3)
+        state = tracker.get_state("accounts")
+        assert state is not None and (state.last_sync_status, state.records_synced) == (
+            "success",
+            3,
+        )
+    finally:
+        tracker.store.dispose()
+        admin = _admin_engine(postgres_database_url)
+        with admin.connect() as conn:
+            assert (
+                conn.execute(
+                    sa.text("SELECT count(*) FROM pg_namespace WHERE nspname = :n"), {"n": schema}
+                ).scalar_one()
+                == 1
+            )
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("schema", ["bad-name", "1starts_with_a_digit", "x" * 64, ""])
+def test_a_schema_name_that_cannot_be_quoted_safely_is_refused_up_front(schema: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid PostgreSQL schema name"):
+        create_engine("postgresql://u@127.0.0.1:1/db", schema)
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("inf"), float("nan"), True])
+def test_a_budget_must_be_a_positive_number_of_seconds(tmp_path: Any, seconds: Any) -> None:
+    with pytest.raises(ConfigurationError, match="storage_timeout_seconds"):
+        SyncStore.from_url(f"sqlite:///{tmp_path / 'x.db'}", storage_timeout_seconds=seconds)
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_sqlite_waits_for_a_lock_only_as_long_as_the_budget_left(tmp_path: Any) -> None:
+    db = Database.from_url(f"sqlite:///{tmp_path / 'x.db'}", timeout_seconds=9)
+
+    def busy_timeout(conn: sa.Connection) -> int:
+        return conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+
+    assert 8000 < db.read(busy_timeout, "read") <= 9000
+    with db.deadline(1.5):
+        assert 1000 < db.read(busy_timeout, "read") <= 1500
+    db.dispose()
+
+
+def test_idle_pooled_connections_are_released_but_never_one_in_use(tmp_path: Any) -> None:
+    db = Database.from_url(f"sqlite:///{tmp_path / 'x.db'}")
+    db.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar_one(), "ping")
+    pool = db.engine.pool
+    assert isinstance(pool, sa.pool.QueuePool) and pool.checkedin() == 1
+    assert not db.release_if_idle(3600)  # not idle long enough
+    seen: list[bool] = []
+    db.read(lambda conn: seen.append(db.release_if_idle(0)), "busy")
+    assert seen == [False]  # a call in flight keeps the pool
+    assert db.release_if_idle(0)
+    assert db.engine.pool.checkedin() == 0
+    assert db.read(lambda conn: conn.exec_driver_sql("SELECT 2").scalar_one(), "again") == 2
+    db.dispose()
+
+
+def test_raw_driver_errors_are_wrapped_and_classified() -> None:
+    closed = as_sqlalchemy_error(psycopg2.OperationalError("server closed the connection"))
+    assert isinstance(closed, sa.exc.OperationalError)
+    assert is_transient(closed) and is_disconnect(closed)
+    gone = as_sqlalchemy_error(psycopg2.InterfaceError("connection already closed"))
+    assert isinstance(gone, sa.exc.InterfaceError) and is_transient(gone) and is_disconnect(gone)
+    locked = as_sqlalchemy_error(sqlite3.OperationalError("database is locked"))
+    assert is_transient(locked) and not is_disconnect(locked)
+    wrong = as_sqlalchemy_error(psycopg2.OperationalError('database "nope" does not exist'))
+    assert not is_transient(wrong)
+    assert as_sqlalchemy_error(ValueError("not a driver error")) is None
