@@ -279,7 +279,7 @@ def enable_partitioning(
         conn.execute(sa.text("DROP TABLE sync_history_unpartitioned"))
         return EnableResult(True, copied, tuple(names))
 
-    result = store.db.write(tx, "partition sync_history")
+    result = store.db.write(tx, "partition sync_history", unbounded_statements=True)
     ensure_partitions(store, now=now, months_ahead=months_ahead)
     return result
 
@@ -343,7 +343,9 @@ def archive_partitions(
             return rows
 
         try:
-            rows = store.db.write(archive_month, f"archive {part.name}", max_retries=0)
+            rows = store.db.write(
+                archive_month, f"archive {part.name}", max_retries=0, unbounded_statements=True
+            )
         except (_Keep, DatabaseUnavailableError):
             # A row must stay, or the lock on sync_history was not granted within the lock
             # timeout (a long query holds it): the month goes the batched way.
