@@ -1,9 +1,11 @@
 """The ``sync-obs`` command: migrate, status, history and demo, as rich tables or ``--json``.
 
 Every command takes ``--database-url`` (default: ``SYNC_OBS_DATABASE_URL``, else a SQLite file
-under ``$DAGSTER_HOME`` or ``./.sync_observability/``, as the resource resolves it) and
-``--schema`` (PostgreSQL only). Errors from sync_observability end the command with one line on
-stderr and exit code 1; database passwords are never printed.
+under ``$DAGSTER_HOME`` or ``./.sync_observability/``, as the resource resolves it), ``--schema``
+(PostgreSQL only) and ``--storage-timeout`` (``SYNC_OBS_STORAGE_TIMEOUT``, default 30 s). A value
+out of range is one line on stderr and exit code 2; errors from sync_observability are one line
+and exit code 1; database passwords are never printed. Commands that only read refuse a SQLite
+file that does not exist instead of creating it.
 
 Examples:
     .. code-block:: console
@@ -29,6 +31,7 @@ from rich.text import Text
 
 from sync_observability.alerts.cli import alerts as alerts_command
 from sync_observability.cli_support import (
+    ROW_LIMIT,
     OneLineErrorsGroup,
     Since,
     database_options,
@@ -44,10 +47,7 @@ from sync_observability.partition_cli import partition_command
 from sync_observability.report_cli import report as report_command
 from sync_observability.retention_cli import archive as archive_command
 from sync_observability.storage import migrate as migrations
-from sync_observability.storage.engine import (
-    default_database_url,
-    run_with_retries,
-)
+from sync_observability.storage.engine import default_database_url
 from sync_observability.storage.schema import RUN_STATUSES
 from sync_observability.storage.store import SyncRecord
 from sync_observability.tracking import utcnow
@@ -58,6 +58,7 @@ STATUS_STYLES = {"failed": "red", "running": "cyan", "success": "green", "never_
 # Dagster's console logger on step failures would bury the demo's output; our tables tell it.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 ERROR_WIDTH = 60
+MAX_DEMO_RUNS = 1_000
 
 
 @click.group(cls=OneLineErrorsGroup)
@@ -77,16 +78,13 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 @main.command()
 @database_options
-def migrate(database_url: str | None, schema: str) -> None:
+def migrate(database_url: str | None, schema: str, storage_timeout: float) -> None:
     """Create or upgrade the tables (Alembic); prints the revision before and after."""
-    with open_store(database_url, schema, auto_migrate=False) as store:
+    with open_store(
+        database_url, schema, storage_timeout, create=True, auto_migrate=False
+    ) as store:
         before = store.migrate()
-
-        def read_revision() -> str | None:
-            with store.engine.connect() as conn:
-                return migrations.current_revision(conn)
-
-        after = run_with_retries(read_revision, what="read revision", max_retries=store.max_retries)
+        after = store.db.read(migrations.current_revision, "read revision")
         where = store.url if store.dialect == "sqlite" else f"{store.url} (schema {schema})"
         click.echo(f"database:        {where}")
         click.echo(f"revision before: {before or '(none: new database)'}")
@@ -97,13 +95,13 @@ def migrate(database_url: str | None, schema: str) -> None:
 @main.command()
 @database_options
 @json_option
-def status(database_url: str | None, schema: str, as_json: bool) -> None:
+def status(database_url: str | None, schema: str, storage_timeout: float, as_json: bool) -> None:
     """Every resource's last sync with a red/yellow/green health (seed 001's dashboard).
 
     Red: the last sync failed, or it has been running for over 30 minutes. Yellow: the
     watermark is over 24 hours old, or the resource never ran. Green: otherwise.
     """
-    with open_store(database_url, schema) as store:
+    with open_store(database_url, schema, storage_timeout) as store:
         rows = status_overview(store.list_states(), utcnow())
         if as_json:
             echo_json(rows)
@@ -151,7 +149,7 @@ def _print_status(console: Console, rows: list[dict[str, Any]], where: str) -> N
     help="Only syncs started at or after this: an ISO 8601 datetime (UTC if no offset) or a "
     "duration back from now such as 30m, 24h, 7d.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=ROW_LIMIT, default=50, show_default=True)
 @database_options
 @json_option
 def history(
@@ -161,10 +159,11 @@ def history(
     limit: int,
     database_url: str | None,
     schema: str,
+    storage_timeout: float,
     as_json: bool,
 ) -> None:
     """Past syncs from sync_history, newest first."""
-    with open_store(database_url, schema) as store:
+    with open_store(database_url, schema, storage_timeout) as store:
         records = store.list_history(resource=resource, status=status, since=since, limit=limit)
         if as_json:
             echo_json([dataclasses.asdict(record) for record in records])
@@ -210,13 +209,13 @@ def _print_history(console: Console, records: list[SyncRecord], where: str) -> N
 @main.command()
 @click.option(
     "--runs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_DEMO_RUNS),
     default=3,
     show_default=True,
     help="How many times to materialize the example assets.",
 )
 @database_options
-def demo(runs: int, database_url: str | None, schema: str) -> None:
+def demo(runs: int, database_url: str | None, schema: str, storage_timeout: float) -> None:
     """Materialize the example Vantage assets a few times, then print the status table.
 
     Runs on an ephemeral Dagster instance; the syncs are recorded in the database (by default a
@@ -231,13 +230,15 @@ def demo(runs: int, database_url: str | None, schema: str) -> None:
     console = make_console()
     url = database_url or default_database_url()
     unrecorded = 0
-    with open_store(url, schema) as store:
+    with open_store(url, schema, storage_timeout, create=True) as store:
         console.print(
             f"Materializing the {len(vantage_assets)} example Vantage assets {runs} time(s).",
             soft_wrap=True,
         )
         console.print(f"Database: {store.url}", soft_wrap=True)
-        tracker = SyncTracker(database_url=url, schema_name=schema)
+        tracker = SyncTracker(
+            database_url=url, schema_name=schema, storage_timeout_seconds=storage_timeout
+        )
         for number in range(1, runs + 1):
             started = utcnow()
             result = dg.materialize(

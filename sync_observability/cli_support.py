@@ -1,22 +1,34 @@
 """What every ``sync-obs`` command shares: database options, ``--since``, ``--json``, tables,
-and package errors printed as one line."""
+the ranges of numeric options, and package errors printed as one line.
+
+A value out of range is refused by its parameter type (one line, exit code 2) before any
+database is opened; an error from the package is one line and exit code 1.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
 from rich.console import Console
 
-from sync_observability.errors import SyncObservabilityError
-from sync_observability.storage.engine import DEFAULT_SCHEMA, default_database_url
+from sync_observability.errors import ConfigurationError, SyncObservabilityError
+from sync_observability.storage.engine import (
+    DEFAULT_SCHEMA,
+    DEFAULT_TIMEOUT,
+    SUPPORTED_BACKENDS,
+    default_database_url,
+    redact,
+)
 from sync_observability.storage.store import SyncStore
 from sync_observability.tracking import utcnow
 
@@ -25,15 +37,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 PIPED_WIDTH = 120
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_URL_KEY = "sync_observability.database_url"
+STORAGE_TIMEOUT_ENV = "SYNC_OBS_STORAGE_TIMEOUT"
+DEFAULT_STORAGE_TIMEOUT_SECONDS = DEFAULT_TIMEOUT
+MAX_STORAGE_TIMEOUT_SECONDS = 86_400.0
+
+# Numeric options share these ranges: a row count fits the BIGINT both engines compare LIMIT
+# with, and a window of a century keeps every date computed from it inside datetime's range.
+MAX_ROWS = 2**63 - 1
+MAX_DAYS = 36_500
+ROW_LIMIT = click.IntRange(min=1, max=MAX_ROWS)
+ROW_COUNT = click.IntRange(min=0, max=MAX_ROWS)
+DAYS = click.IntRange(min=1, max=MAX_DAYS)
 
 
-def _one_line(ctx: click.Context, error: SyncObservabilityError) -> click.ClickException:
-    message = " ".join(str(error).split())
-    password = _password(ctx.meta.get(_URL_KEY))
-    if password:  # belt and braces: our messages should never carry it anyway
-        message = message.replace(password, "***")
-    return click.ClickException(message)
+def _one_line(error: SyncObservabilityError) -> click.ClickException:
+    # Our messages carry URLs only through redact(), which hides the password by parsing.
+    return click.ClickException(" ".join(str(error).split()))
 
 
 class OneLineErrorsGroup(click.Group):
@@ -43,7 +62,7 @@ class OneLineErrorsGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SyncObservabilityError as error:
-            raise _one_line(ctx, error) from error
+            raise _one_line(error) from error
 
 
 class OneLineErrorsCommand(click.Command):
@@ -53,20 +72,66 @@ class OneLineErrorsCommand(click.Command):
         try:
             return super().invoke(ctx)
         except SyncObservabilityError as error:
-            raise _one_line(ctx, error) from error
+            raise _one_line(error) from error
 
 
-def _password(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return sa.make_url(url).password
-    except sa.exc.ArgumentError:
-        return None
+class DatabaseUrl(click.ParamType):
+    """A ``sqlite:///`` or ``postgresql://`` URL; refused (password hidden) when it is not one."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            url = sa.make_url(str(value))
+            port = url.port  # a port that is not a number fails in make_url already
+        except sa.exc.ArgumentError:
+            # Unparseable, so the password cannot be told apart: print none of it.
+            self.fail(
+                "cannot parse it as a database URL (sqlite:///path, postgresql://...)", param, ctx
+            )
+        except ValueError:  # make_url's int(port)
+            self.fail("cannot parse it as a database URL: its port is not a number", param, ctx)
+        backend = url.get_backend_name()
+        if backend not in SUPPORTED_BACKENDS:
+            self.fail(
+                f"unsupported database {backend!r} in {redact(url)!r}: use sqlite:/// or "
+                "postgresql://",
+                param,
+                ctx,
+            )
+        if port is not None and not 0 < port < 65_536:
+            self.fail(f"port {port} out of range 1-65535 in {redact(url)!r}", param, ctx)
+        return str(value)
+
+
+class Seconds(click.FloatRange):
+    """A finite number of seconds above 0 (NaN and inf are refused, which FloatRange lets by)."""
+
+    name = "SECONDS"
+
+    def __init__(self, max: float) -> None:
+        super().__init__(min=0, min_open=True, max=max)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
 
 
 def database_options(fn: F) -> F:
-    """``--database-url`` and ``--schema``, shared by every command."""
+    """``--database-url``, ``--schema`` and ``--storage-timeout``, shared by every command."""
+    fn = click.option(
+        "--storage-timeout",
+        "storage_timeout",
+        type=Seconds(max=MAX_STORAGE_TIMEOUT_SECONDS),
+        envvar=STORAGE_TIMEOUT_ENV,
+        default=DEFAULT_STORAGE_TIMEOUT_SECONDS,
+        show_default=True,
+        show_envvar=True,
+        help="Give up on the database after this many seconds (retries included) with a "
+        "one-line error.",
+    )(fn)
     fn = click.option(
         "--schema",
         default=DEFAULT_SCHEMA,
@@ -75,11 +140,13 @@ def database_options(fn: F) -> F:
     )(fn)
     fn = click.option(
         "--database-url",
-        metavar="URL",
+        type=DatabaseUrl(),
         default=None,
         help=(
             "sqlite:///path or postgresql://user@host/db. Default: $SYNC_OBS_DATABASE_URL, else "
-            "a SQLite file under $DAGSTER_HOME, else ./.sync_observability/sync_observability.db."
+            "a SQLite file under $DAGSTER_HOME, else ./.sync_observability/sync_observability.db. "
+            "Commands that only read never create a SQLite file: a missing one is an error "
+            "(exit code 1)."
         ),
     )(fn)
     return fn
@@ -94,18 +161,51 @@ def json_option(fn: F) -> F:
 
 @contextmanager
 def open_store(
-    database_url: str | None, schema: str, *, auto_migrate: bool = True, rollups: str = "refresh"
+    database_url: str | None,
+    schema: str,
+    storage_timeout: float = DEFAULT_STORAGE_TIMEOUT_SECONDS,
+    *,
+    create: bool = False,
+    auto_migrate: bool = True,
+    rollups: str = "refresh",
 ) -> Iterator[SyncStore]:
-    """A SyncStore on the given URL or the default one, disposed of afterwards."""
+    """A SyncStore on the given URL or the default one, disposed of afterwards.
+
+    Args:
+        create: whether a missing SQLite file may be created (write commands). Without it a
+            missing file is a one-line error and nothing is created, not even its folder.
+    """
     url = database_url or default_database_url()
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.meta[_URL_KEY] = url
-    store = SyncStore.from_url(url, schema=schema, auto_migrate=auto_migrate, rollups=rollups)
+    if not create:
+        _refuse_missing_sqlite_file(url)
+    store = SyncStore.from_url(
+        url,
+        schema=schema,
+        auto_migrate=auto_migrate,
+        rollups=rollups,
+        storage_timeout_seconds=storage_timeout,
+    )
     try:
         yield store
     finally:
         store.dispose()
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return  # the store reports it, as for any bad URL
+    in_memory = parsed.database in (None, "", ":memory:")
+    as_uri = str(parsed.query.get("uri", "")).lower() in ("true", "1")
+    if parsed.get_backend_name() != "sqlite" or in_memory or as_uri:
+        return
+    if not Path(parsed.database).is_file():
+        # A package error, so that every command prints it its own way (archive --json too).
+        raise ConfigurationError(
+            f"no SQLite database at {parsed.database!r}: this command only reads and creates "
+            "nothing (sync-obs migrate creates one)"
+        )
 
 
 def echo_json(rows: Sequence[dict[str, Any]]) -> None:
@@ -150,7 +250,10 @@ class Since(click.ParamType):
         match = _DURATION.match(text.lower())
         if match:
             amount, unit = match.groups()
-            return utcnow() - dt.timedelta(**{_UNITS[unit]: float(amount)})
+            try:
+                return utcnow() - dt.timedelta(**{_UNITS[unit]: float(amount)})
+            except OverflowError:
+                self.fail(f"{value!r} reaches back before the year 1", param, ctx)
         try:
             parsed = parse_iso_datetime(text)
         except ValueError:
@@ -160,7 +263,10 @@ class Since(click.ParamType):
                 param,
                 ctx,
             )
-        return parsed.astimezone(dt.timezone.utc)
+        try:
+            return parsed.astimezone(dt.timezone.utc)
+        except OverflowError:
+            self.fail(f"{value!r} is outside the years 1-9999 in UTC", param, ctx)
 
 
 def parse_iso_datetime(text: str) -> dt.datetime:

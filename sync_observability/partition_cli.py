@@ -19,6 +19,8 @@ from sync_observability.errors import SyncObservabilityError
 from sync_observability.storage import partitioning
 from sync_observability.storage.store import utcnow
 
+MAX_MONTHS_AHEAD = 120  # ten years of empty partitions is already more than anyone needs
+
 
 @click.group("partition")
 def partition_command() -> None:
@@ -29,20 +31,26 @@ def partition_command() -> None:
 @database_options
 @click.option(
     "--months-ahead",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_MONTHS_AHEAD),
     default=partitioning.DEFAULT_MONTHS_AHEAD,
     show_default=True,
     help="Create the partitions of this many months after the current one.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
-def enable(database_url: str | None, schema: str, months_ahead: int, as_json: bool) -> None:
+def enable(
+    database_url: str | None,
+    schema: str,
+    storage_timeout: float,
+    months_ahead: int,
+    as_json: bool,
+) -> None:
     """Convert sync_history into a table partitioned by month, keeping every row.
 
     Takes an ACCESS EXCLUSIVE lock on sync_history while it copies the table: syncs wait.
     Safe to rerun; a partitioned table is left as is.
     """
     try:
-        with open_store(database_url, schema) as store:
+        with open_store(database_url, schema, storage_timeout, create=True) as store:
             result = partitioning.enable_partitioning(
                 store, now=utcnow(), months_ahead=months_ahead
             )
@@ -67,17 +75,17 @@ def enable(database_url: str | None, schema: str, months_ahead: int, as_json: bo
 @partition_command.command("status")
 @database_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
-def status(database_url: str | None, schema: str, as_json: bool) -> None:
+def status(database_url: str | None, schema: str, storage_timeout: float, as_json: bool) -> None:
     """Whether sync_history is partitioned, and its monthly partitions."""
     try:
-        with open_store(database_url, schema) as store:
+        with open_store(database_url, schema, storage_timeout) as store:
             if store.dialect != "postgresql":
                 raise click.ClickException("partitioning needs PostgreSQL (SQLite has none)")
 
             def read(conn: sa.Connection) -> tuple[bool, list[partitioning.Partition]]:
                 return partitioning.is_partitioned(conn), partitioning.partitions(conn)
 
-            partitioned, parts = store._read(read, "list sync_history partitions")
+            partitioned, parts = store.db.read(read, "list sync_history partitions")
     except SyncObservabilityError as e:
         raise click.ClickException(str(e)) from e
     names = [p.name for p in parts]

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sync_observability.cli_support import (
+    DAYS,
     OneLineErrorsCommand,
     Since,
     database_options,
@@ -72,7 +73,7 @@ SHORT_ID_COLUMNS = {"sync_id": 8}  # like a short git hash; --json has the whole
 @click.argument("name", type=click.Choice(sorted(REPORTS)), metavar="NAME")
 @click.option(
     "--days",
-    type=click.IntRange(min=1),
+    type=DAYS,
     default=None,
     help="How many days back the report looks (default: the report's own, e.g. 30 for trends).",
 )
@@ -119,6 +120,7 @@ def report(
     as_csv: bool,
     database_url: str | None,
     schema: str,
+    storage_timeout: float,
 ) -> None:
     """Print the report NAME as a table (or --json, --csv).
 
@@ -151,8 +153,16 @@ def report(
                 f"--resource applies to {', '.join(RESOURCE_OPTION)}, not {name}."
             )
         kwargs["resource"] = resource
-    with open_store(database_url, schema, rollups=rollups) as store:
-        frame = REPORTS[name](store, **kwargs)
+    with open_store(database_url, schema, storage_timeout, rollups=rollups) as store:
+        try:
+            frame = REPORTS[name](store, **kwargs)
+        except OverflowError:
+            if as_of is None:  # --days is bounded, so only --as-of can take a window that far
+                raise
+            raise click.BadParameter(
+                f"the report's window around {as_of.isoformat()} falls outside the years 1-9999",
+                param_hint="'--as-of'",
+            ) from None
         where = store.url
     records = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
     if as_json:

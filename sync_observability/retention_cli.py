@@ -1,7 +1,7 @@
 """``sync-obs archive``: run retention from the command line, with a progress bar on a terminal.
 
 Exit codes: 0 when the run finished (a dry run included), 2 when another retention run holds the
-lock and this one did nothing, 1 on an error.
+lock and this one did nothing or an option is out of range, 1 on an error.
 
 Examples:
     .. code-block:: console
@@ -23,7 +23,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sync_observability.cli_support import database_options, make_console, open_store
+from sync_observability.cli_support import (
+    DAYS,
+    ROW_COUNT,
+    ROW_LIMIT,
+    database_options,
+    make_console,
+    open_store,
+)
 from sync_observability.errors import SyncObservabilityError
 from sync_observability.retention import (
     DEFAULT_ALERTS_AFTER_DAYS,
@@ -46,42 +53,45 @@ EXIT_SKIPPED = 2
 @database_options
 @click.option(
     "--archive-after-days",
-    type=click.IntRange(min=1),
+    type=DAYS,
     default=DEFAULT_ARCHIVE_AFTER_DAYS,
     show_default=True,
     help="Move finished sync_history rows older than this into sync_history_archive.",
 )
 @click.option(
     "--purge-after-days",
-    type=click.IntRange(min=1),
+    type=DAYS,
     default=DEFAULT_PURGE_AFTER_DAYS,
     show_default=True,
     help="Delete sync_history_archive rows older than this.",
 )
 @click.option(
     "--alerts-after-days",
-    type=click.IntRange(min=1),
+    type=DAYS,
     default=DEFAULT_ALERTS_AFTER_DAYS,
     show_default=True,
     help="Delete resolved (and announced) sync_alerts resolved longer ago than this.",
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=ROW_LIMIT,
     default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Rows moved or deleted per transaction.",
 )
 @click.option(
     "--keep-last",
-    type=click.IntRange(min=0),
+    type=ROW_COUNT,
     default=DEFAULT_KEEP_LAST_PER_RESOURCE,
     show_default=True,
     help="Keep the last N syncs of each resource whatever their age (the sync owning a "
     "resource's watermark is always kept).",
 )
 @click.option(
-    "--dry-run", is_flag=True, help="Count what would move and be deleted; change nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Count what would move and be deleted; change nothing (a missing SQLite file is an "
+    "error, not created).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
 @click.pass_context
@@ -89,6 +99,7 @@ def archive(
     ctx: click.Context,
     database_url: str | None,
     schema: str,
+    storage_timeout: float,
     archive_after_days: int,
     purge_after_days: int,
     alerts_after_days: int,
@@ -113,7 +124,7 @@ def archive(
             dry_run=dry_run,
             keep_last_per_resource=keep_last,
         )
-        with open_store(database_url, schema) as store:
+        with open_store(database_url, schema, storage_timeout, create=not dry_run) as store:
             where = store.url
             show_bar = console.is_terminal and not as_json and not dry_run
             with _progress_bar(console, enabled=show_bar) as progress:

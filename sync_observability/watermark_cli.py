@@ -2,7 +2,8 @@
 
 Every change made here is kept in ``watermark_changes`` with who made it (``--by``, default
 the OS user) and why (``--reason``, required). A change is refused while the resource is
-running, when it moves backwards without ``--allow-rewind``, and beyond now + 5 minutes.
+running, when it moves backwards without ``--allow-rewind``, beyond now + 5 minutes, and for a
+resource that has no ``sync_state`` row unless ``--create`` is given.
 
 Examples:
     .. code-block:: console
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 from typing import Any
 
 import click
@@ -26,6 +28,7 @@ from rich import box
 from rich.table import Table
 
 from sync_observability.cli_support import (
+    ROW_LIMIT,
     OneLineErrorsGroup,
     database_options,
     echo_json,
@@ -47,12 +50,19 @@ def watermark() -> None:
 
 @watermark.command()
 @click.argument("resource")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=ROW_LIMIT, default=20, show_default=True)
 @database_options
 @json_option
-def show(resource: str, limit: int, database_url: str | None, schema: str, as_json: bool) -> None:
+def show(
+    resource: str,
+    limit: int,
+    database_url: str | None,
+    schema: str,
+    storage_timeout: float,
+    as_json: bool,
+) -> None:
     """The current watermark of RESOURCE and its recent changes (refused ones too)."""
-    with open_store(database_url, schema) as store:
+    with open_store(database_url, schema, storage_timeout) as store:
         state = store.get_state(resource)
         changes = store.watermark_changes(resource, limit=limit)
     if state is None and not changes:
@@ -87,6 +97,12 @@ def show(resource: str, limit: int, database_url: str | None, schema: str, as_js
 @click.option("--by", "changed_by", default=None, help="Who (default: the OS user).")
 @click.option("--allow-rewind", is_flag=True, help="Allow a value older than the current one.")
 @click.option("--cursor", "as_cursor", is_flag=True, help="VALUE is a JSON cursor, not a time.")
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Allow a RESOURCE that never synced (no sync_state row; a misspelt name is refused "
+    "without it).",
+)
 @database_options
 @json_option
 def set_(
@@ -96,8 +112,10 @@ def set_(
     changed_by: str | None,
     allow_rewind: bool,
     as_cursor: bool,
+    create: bool,
     database_url: str | None,
     schema: str,
+    storage_timeout: float,
     as_json: bool,
 ) -> None:
     """Set the watermark of RESOURCE to VALUE (ISO 8601 datetime, UTC if no offset).
@@ -105,7 +123,12 @@ def set_(
     With --cursor, VALUE is a JSON value ('42', '"token"', '{"page": 3}') for the cursor.
     """
     parsed = _parse_cursor(value) if as_cursor else _parse_time(value)
-    with open_store(database_url, schema) as store:
+    with open_store(database_url, schema, storage_timeout, create=create) as store:
+        if not create and store.get_state(resource) is None:
+            raise click.ClickException(
+                f"no resource {resource!r} in sync_state; pass --create to give a new resource "
+                "its first watermark"
+            )
         change = store.set_watermark(
             resource, parsed, reason=reason, changed_by=changed_by, allow_rewind=allow_rewind
         )
@@ -126,10 +149,11 @@ def rewind(
     changed_by: str | None,
     database_url: str | None,
     schema: str,
+    storage_timeout: float,
     as_json: bool,
 ) -> None:
     """Put the watermark of RESOURCE back to what sync SYNC_ID left it at."""
-    with open_store(database_url, schema) as store:
+    with open_store(database_url, schema, storage_timeout) as store:
         change = store.rewind_to_sync(resource, sync_id, reason=reason, changed_by=changed_by)
     _done(change, as_json)
 
@@ -167,20 +191,35 @@ def _json(value: Any) -> str:
 
 def _parse_time(text: str) -> dt.datetime:
     try:
-        return parse_iso_datetime(text)
+        return parse_iso_datetime(text).astimezone(dt.timezone.utc)
     except ValueError:
         raise click.BadParameter(
             f"{text!r} is not an ISO 8601 datetime (2025-11-05T10:30:00Z); use --cursor for a "
             "JSON cursor",
             param_hint="VALUE",
         ) from None
+    except OverflowError:
+        raise click.BadParameter(
+            f"{text!r} is outside the years 1-9999 in UTC", param_hint="VALUE"
+        ) from None
 
 
 def _parse_cursor(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not JSON", param_hint="VALUE") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN and Infinity; JSON has none
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400
+        raise ValueError(f"{text} is too large")
+    return number
 
 
 __all__ = ["watermark"]

@@ -599,7 +599,7 @@ def test_cli_exits_2_when_another_run_holds_the_lock(backend: Backend, store: Sy
     assert (printed["status"], printed["message"], printed["counts"]) == ("skipped", LOCK_HELD, {})
 
 
-def test_cli_exits_1_on_errors(backend: Backend, store: SyncStore) -> None:
+def test_cli_exits_1_on_errors_and_2_on_bad_arguments(backend: Backend, store: SyncStore) -> None:
     refused = invoke(backend, "--archive-after-days", "90", "--purge-after-days", "30")
     assert refused.exit_code == 1
     assert "purge_after_days" in refused.stderr
@@ -609,7 +609,7 @@ def test_cli_exits_1_on_errors(backend: Backend, store: SyncStore) -> None:
     assert failed.exit_code == 1
     assert json.loads(failed.stdout)["status"] == "error"
     unsupported = CliRunner().invoke(archive, ["--database-url", "mysql://nobody@127.0.0.1/x"])
-    assert unsupported.exit_code == 1 and "unsupported database" in unsupported.stderr
+    assert unsupported.exit_code == 2 and "unsupported database" in unsupported.stderr
 
 
 def test_the_progress_bar_on_a_terminal_counts_every_step_to_its_planned_total(

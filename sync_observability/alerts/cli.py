@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sync_observability.cli_support import (
+    ROW_LIMIT,
     OneLineErrorsCommand,
     Since,
     database_options,
@@ -50,7 +51,7 @@ _SEVERITY_STYLES = {"critical": "red", "warning": "yellow"}
     help="Resolved alerts only when resolved at or after this (open alerts always show): an "
     "ISO 8601 datetime (UTC if no offset) or a duration back from now such as 24h, 7d.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=ROW_LIMIT, default=50, show_default=True)
 @database_options
 @json_option
 def alerts(
@@ -59,10 +60,11 @@ def alerts(
     limit: int,
     database_url: str | None,
     schema: str,
+    storage_timeout: float,
     as_json: bool,
 ) -> None:
     """Open alerts and recently resolved ones, newest first."""
-    with open_store(database_url, schema) as store:
+    with open_store(database_url, schema, storage_timeout) as store:
         rows = AlertStore(store).list_alerts(
             status=None if status == "all" else status, since=since, limit=limit
         )
