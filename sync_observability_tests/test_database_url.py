@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sync_observability import SyncTracker
+from sync_observability import SyncStore, SyncTracker
 from sync_observability.storage.engine import default_database_url, redact
 
 
@@ -62,7 +62,10 @@ def test_sqlite_under_working_directory(tmp_path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     url = default_database_url()
     assert url == f"sqlite:///{tmp_path / '.sync_observability' / 'sync_observability.db'}"
-    assert (tmp_path / ".sync_observability").is_dir()
+    # Naming the default creates nothing; opening a store on it makes the folder.
+    assert not (tmp_path / ".sync_observability").exists()
+    SyncStore.from_url(url).dispose()
+    assert (tmp_path / ".sync_observability" / "sync_observability.db").is_file()
 
 
 def test_environment_variable_wins(monkeypatch: pytest.MonkeyPatch) -> None:

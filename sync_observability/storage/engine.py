@@ -32,6 +32,7 @@ log = logging.getLogger("sync_observability")
 T = TypeVar("T")
 
 DEFAULT_SCHEMA = "sync_observability"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 DATABASE_URL_ENV = "SYNC_OBS_DATABASE_URL"
 DEFAULT_TIMEOUT = 30.0
 """The default time budget of one storage call (connect, lock waits, statements, retries)."""
@@ -65,7 +66,7 @@ def default_database_url(instance: Any = None) -> str:
         return pg_url
     home = os.environ.get("DAGSTER_HOME")
     folder = Path(home) if home else Path.cwd() / ".sync_observability"
-    _make_folder(folder)
+    # The folder is made when a store opens the file to write (a read creates nothing).
     return f"sqlite:///{folder / 'sync_observability.db'}"
 
 
@@ -123,17 +124,17 @@ def create_engine(
         raise ConfigurationError(f"cannot parse database URL {redact(url)!r}") from e
     timeout_seconds = check_timeout(timeout_seconds)
     backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ConfigurationError(
+            f"unsupported database {backend!r} in {redact(url)!r}: use sqlite:/// or postgresql://"
+        )
     if backend == "sqlite":
         return _sqlite_engine(parsed, timeout_seconds)
-    if backend == "postgresql":
-        if parsed.drivername == "postgresql":
-            # SQLAlchemy 2.1 defaults to psycopg 3; dagster-postgres and we ship psycopg2.
-            parsed = parsed.set(drivername="postgresql+psycopg2")
-        check_schema_name(schema)
-        return _postgres_engine(parsed, schema, timeout_seconds)
-    raise ConfigurationError(
-        f"unsupported database {backend!r} in {redact(url)!r}: use sqlite:/// or postgresql://"
-    )
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy 2.1 defaults to psycopg 3; dagster-postgres and we ship psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    check_schema_name(schema)
+    return _postgres_engine(parsed, schema, timeout_seconds)
 
 
 def check_schema_name(schema: str) -> str:
