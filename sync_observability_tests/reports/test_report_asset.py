@@ -90,14 +90,17 @@ def test_materialization_has_dashboard_chart_and_numbers(backend, store, tmp_pat
     assert base64.b64decode(preview[len(prefix) : -1]) == path.read_bytes()
 
 
-def test_chart_bars_follow_the_volume(store):
+# Just after midnight UTC "an hour ago" is yesterday: the chart must not depend on the hour.
+@pytest.mark.parametrize("now", ["2025-06-15T00:30:00Z", "2025-06-15T12:00:00Z"])
+def test_chart_bars_follow_the_volume(store, now):
     """More records on a day means a taller bar: the chart draws the report's numbers."""
-    now = utcnow()
+    now = dt.datetime.fromisoformat(now.replace("Z", "+00:00"))
+    midnight = now.replace(hour=0, minute=0)
     add_runs(
         store,
         [
-            Run("a", now - dt.timedelta(days=1), 1, records=1000),
-            Run("a", now - dt.timedelta(hours=1), 1, records=250),
+            Run("a", midnight - dt.timedelta(hours=12), 1, records=1000),  # yesterday noon
+            Run("a", midnight + dt.timedelta(minutes=15), 1, records=250),  # today
         ],
     )
     daily = daily_operations(store, days=2, now=now)
