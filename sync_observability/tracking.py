@@ -15,14 +15,16 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from sync_observability.errors import (
+    DatabaseUnavailableError,
     InvalidInputError,
     SyncAlreadyRunningError,
+    SyncStateError,
     WatermarkAheadError,
     WatermarkError,
     WatermarkRewindError,
 )
 from sync_observability.metrics import RunMetricsMixin
-from sync_observability.operations import OperationLogMixin
+from sync_observability.operations import MAX_MESSAGE_LENGTH, OperationLogMixin
 from sync_observability.storage.engine import DEFAULT_SCHEMA, default_database_url
 from sync_observability.storage.store import (
     DEFAULT_MAX_AHEAD,
@@ -36,17 +38,26 @@ from sync_observability.storage.store import (
     utcnow,
 )
 from sync_observability.validation import (
+    MAX_BIGINT,
     check_aware,
     check_count,
     check_json,
     check_name,
     check_sync_type,
+    clean_json,
+    clean_text,
 )
 
 log = logging.getLogger("sync_observability")
 
-TRACEBACK_LIMIT = 4000
+# One cap for every stored text: an error's message and traceback, as the operation events'.
+TRACEBACK_LIMIT = MAX_MESSAGE_LENGTH
+MAX_ERRORS = 100
+"""At most this many ``add_error`` entries are kept per sync; later ones are only counted."""
 ORPHANED = "ORPHANED"
+RECORD_FAILED = "RECORD_FAILED"
+ERRORS_DROPPED = "ERRORS_DROPPED"
+CURSOR_SANITIZED = "CURSOR_SANITIZED"
 
 
 class SyncRun(OperationLogMixin, RunMetricsMixin):
@@ -57,6 +68,15 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
 
     Made by :meth:`SyncTracker.track`; finished (success or failed) when the ``with`` block
     ends. ``metadata`` is ready for ``dg.MaterializeResult`` once the block has ended.
+
+    Every value is checked when it is given, so that the sync's end can always be written:
+    counts and their sums stay within a 64-bit integer (:data:`~.validation.MAX_BIGINT`);
+    NUL characters and lone surrogates in error text, details and the cursor become U+FFFD
+    (the entry then has ``"sanitized": true``); an error's message, traceback and detail
+    strings are cut to :data:`TRACEBACK_LIMIT` characters (the cut marked in the text); and
+    only the first :data:`MAX_ERRORS` ``add_error`` calls are kept, the rest counted in one
+    ``{"code": "ERRORS_DROPPED", "count": n}`` entry after them (the block's own exception is
+    always kept, last).
     """
 
     def __init__(
@@ -72,6 +92,9 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
         self._refusals: list[WatermarkError] = []
         self._counts = {"processed": 0, "created": 0, "updated": 0, "failed": 0}
         self._errors: list[dict[str, Any]] = []
+        self._errors_added = 0
+        self._errors_dropped: dict[str, Any] | None = None
+        self._cursor_sanitized = False
         self._watermark_after: dt.datetime | None = None
         self._cursor_after: Any = None
         self._cursor_advanced = False
@@ -116,11 +139,21 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
     def record(
         self, *, processed: int = 0, created: int = 0, updated: int = 0, failed: int = 0
     ) -> None:
-        """Add to this sync's record counts; call once or once per batch."""
+        """Add to this sync's record counts; call once or once per batch.
+
+        Raises:
+            InvalidInputError: naming the count, when a value is not a non-negative int or
+                would bring its total past :data:`~.validation.MAX_BIGINT`; no count changes.
+        """
         self._require_running()
         given = {"processed": processed, "created": created, "updated": updated, "failed": failed}
         for name, value in given.items():
             check_count(name, value)
+            total = self._counts[name] + value
+            if total > MAX_BIGINT:
+                raise InvalidInputError(
+                    name, value, f"would bring the total to {total}, beyond {MAX_BIGINT}"
+                )
         for name, value in given.items():
             self._counts[name] += value
 
@@ -131,6 +164,10 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
         JSON value moves the ``cursor``. Moving either backwards needs ``allow_rewind=True``; a
         time beyond now + the tracker's ``max_watermark_ahead_minutes`` is refused. Without a
         call, a successful sync moves the time watermark to its own start time.
+
+        A cursor holding an int beyond 64 bits is refused (``InvalidInputError``: SQLite
+        would read it back rounded); NUL characters and lone surrogates in its strings are
+        replaced by U+FFFD, noted once in ``errors`` (code ``CURSOR_SANITIZED``).
 
         Raises:
             WatermarkRewindError: the value is older than the current one.
@@ -158,8 +195,18 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
         check_json("cursor", value)
         if value is None:
             raise InvalidInputError("cursor", value, "must not be None")
+        value, sanitized = clean_json(value)
         if cursor_is_rewind(self.cursor, value) and not allow_rewind:
             self._refuse(WatermarkRewindError(self.resource, self.cursor, value), cursor=value)
+        if sanitized and not self._cursor_sanitized:
+            self._cursor_sanitized = True
+            self._errors.append(
+                _error_entry(
+                    CURSOR_SANITIZED,
+                    "NUL characters or lone surrogates in the cursor were replaced by U+FFFD",
+                    sanitized=True,
+                )
+            )
         self._cursor_after = value
         self._cursor_advanced = True
         self._allow_rewind = self._allow_rewind or allow_rewind
@@ -167,28 +214,44 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
     def _refuse(
         self, error: WatermarkError, watermark: dt.datetime | None = None, cursor: Any = None
     ) -> None:
-        self._errors.append(
-            {"code": error.code, "message": str(error), "timestamp": utcnow().isoformat()}
-        )
+        self._errors.append(_error_entry(error.code, str(error)))
         self._refusals.append(error)
         self._refused.append(
             RefusedChange(
-                reason=f"{error.code}: {error}", watermark_after=watermark, cursor_after=cursor
+                reason=clean_text(f"{error.code}: {error}", MAX_MESSAGE_LENGTH)[0],
+                watermark_after=watermark,
+                cursor_after=cursor,
             )
         )
         raise error
 
     def add_error(self, code: str, message: str, **details: Any) -> None:
-        """Record an error (kept in ``errors``); the sync still succeeds unless the block raises."""
+        """Record an error (kept in ``errors``); the sync still succeeds unless the block raises.
+
+        The message and detail strings are cut to :data:`TRACEBACK_LIMIT` characters, NUL
+        characters and lone surrogates replaced (``"sanitized": true``); past :data:`MAX_ERRORS`
+        calls an error is only counted, in the ``ERRORS_DROPPED`` entry's ``count``.
+        """
         self._require_running()
         check_name("code", code)
         if not isinstance(message, str):
             raise InvalidInputError("message", message, "must be a string")
         for key, value in details.items():
             check_json(f"details[{key!r}]", value)
-        self._errors.append(
-            {"code": code, "message": message, "timestamp": utcnow().isoformat(), **details}
-        )
+        if self._errors_added >= MAX_ERRORS:
+            if self._errors_dropped is None:
+                self._errors_dropped = _error_entry(
+                    ERRORS_DROPPED, f"add_error was called more than {MAX_ERRORS} times", count=0
+                )
+                self._errors.append(self._errors_dropped)
+            self._errors_dropped["count"] += 1
+            self._errors_dropped["message"] = (
+                f"{self._errors_dropped['count']} more errors after the first {MAX_ERRORS} "
+                "were not kept"
+            )
+            return
+        self._errors_added += 1
+        self._errors.append(_error_entry(code, message, **details))
 
     @property
     def metadata(self) -> dict[str, dg.MetadataValue]:
@@ -208,7 +271,7 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
             "watermark_after": _timestamp_or_null(after),
             "sync_id": dg.MetadataValue.text(self.sync_id),
             "sync_status": dg.MetadataValue.text(self._status),
-            "error_count": dg.MetadataValue.int(len(self._errors)),
+            "error_count": dg.MetadataValue.int(self._error_count()),
             **{
                 f"operations/{category}": dg.MetadataValue.int(count)
                 for category, count in self.operation_counts.items()
@@ -217,6 +280,11 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
         }
 
     # -- used by SyncTracker.track ---------------------------------------------------------
+
+    def _error_count(self) -> int:
+        """Errors recorded, the dropped ones included (their summary entry is not one)."""
+        dropped = self._errors_dropped
+        return len(self._errors) if dropped is None else len(self._errors) - 1 + dropped["count"]
 
     def _require_running(self) -> None:
         if self._status != "running":
@@ -234,6 +302,9 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
     def _outcome(
         self, status: str, error_message: str | None = None, *, count_failure: bool = True
     ) -> SyncOutcome:
+        if error_message is not None:
+            error_message = clean_text(error_message, MAX_MESSAGE_LENGTH)[0]
+        metadata, _ = clean_json({"metrics": self.run_metrics, "operations": self.operation_counts})
         return SyncOutcome(
             status=status,
             ended_at=utcnow(),
@@ -249,41 +320,63 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
             allow_rewind=self._allow_rewind,
             count_failure=count_failure,
             refused=tuple(self._refused),
-            metadata={"metrics": self.run_metrics, "operations": self.operation_counts},
+            metadata=metadata,
         )
 
     def _add_exception(self, error: BaseException, **details: Any) -> str:
+        text = _exception_text(error)
         if isinstance(error, WatermarkError):
-            message = f"{error.code}: {error}"
+            message = f"{error.code}: {text}"
             if any(error is refused for refused in self._refusals):
                 return message  # recorded when it was refused
             code = error.code
         else:
-            message = f"{type(error).__name__}: {error}"
+            message = f"{type(error).__name__}: {text}"
             code = type(error).__name__
-        trace = "".join(traceback.format_exception(error))
-        self._errors.append(
-            {
-                "code": code,
-                "message": str(error),
-                "timestamp": utcnow().isoformat(),
-                "traceback": trace[-TRACEBACK_LIMIT:],
-                **details,
-            }
-        )
+        try:
+            trace = "".join(traceback.format_exception(error))
+        except Exception as e:  # a broken __str__ or __notes__ must not leave the sync running
+            trace = f"(no traceback: {type(e).__name__})"
+        trace, sanitized = clean_text(trace, TRACEBACK_LIMIT, keep_end=True)
+        entry = _error_entry(code, text, traceback=trace, **details)
+        if sanitized:
+            entry["sanitized"] = True
+        self._errors.append(entry)
         return message
 
     def _add_refusal(self, error: WatermarkError) -> str:
         """The store refused the watermark at the end: the sync was recorded failed with it."""
         message = f"{error.code}: {error}"
-        self._errors.append(
-            {"code": error.code, "message": str(error), "timestamp": utcnow().isoformat()}
-        )
+        self._errors.append(_error_entry(error.code, str(error)))
         return message
 
     def _finished(self, outcome: SyncOutcome) -> None:
         self._status = outcome.status
         self._ended_at = max(outcome.ended_at, self.started_at)
+
+    def _not_recorded(self, message: str) -> None:
+        """The end could not be written: failed here too, as the next sync will record it."""
+        self._errors.append(_error_entry(RECORD_FAILED, message))
+        self._finished(self._outcome("failed", f"{RECORD_FAILED}: {message}"))
+
+
+def _error_entry(code: str, message: str, **details: Any) -> dict[str, Any]:
+    """One ``errors`` entry, its text made storable (see :class:`SyncRun`)."""
+    code, code_sanitized = clean_text(code, MAX_MESSAGE_LENGTH)
+    message, sanitized = clean_text(message, MAX_MESSAGE_LENGTH)
+    cleaned, details_sanitized = clean_json(details, MAX_MESSAGE_LENGTH)
+    entry = {"code": code, "message": message, "timestamp": utcnow().isoformat(), **cleaned}
+    if code_sanitized or sanitized or details_sanitized:
+        entry["sanitized"] = True
+    return entry
+
+
+def _exception_text(error: BaseException) -> str:
+    """``str(error)``, even when the exception's ``__str__`` itself fails."""
+    try:
+        return str(error)
+    except Exception as e:
+        return f"<unprintable {type(error).__name__}: {type(e).__name__}>"
 
 
 def _cost_metadata(metrics: dict[str, Any]) -> dict[str, dg.MetadataValue]:
@@ -370,8 +463,20 @@ class SyncTracker(dg.ConfigurableResource):
     schema_name: str = Field(
         default=DEFAULT_SCHEMA, description="PostgreSQL schema holding the tables."
     )
-    max_retries: int = Field(
-        default=5, description="Retries of a transaction on transient database errors."
+    max_retries: int | None = Field(
+        default=None,
+        description=(
+            "At most this many retries of a transaction on transient database errors; null: "
+            "retry until storage_timeout_seconds is spent."
+        ),
+    )
+    storage_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "The time budget of every call on the tracking database (connect, lock waits, "
+            "statements and retries): past it the call raises DatabaseUnavailableError."
+        ),
     )
     reap_orphans: bool = Field(
         default=True,
@@ -403,8 +508,20 @@ class SyncTracker(dg.ConfigurableResource):
             "step that succeeds on a retry raises no alert; every attempt is in sync_history."
         ),
     )
+    raise_on_unrecorded_finish: bool = Field(
+        default=True,
+        description=(
+            "When a sync's work succeeded but its end could not be recorded (the database stayed "
+            "unavailable past storage_timeout_seconds): raise DatabaseUnavailableError (true) "
+            "or log a warning and let the block end normally (false). Either way the watermark "
+            "did not move, and the next sync of the resource by this tracker first marks that "
+            "sync failed (RECORD_FAILED)."
+        ),
+    )
 
     _store: SyncStore | None = PrivateAttr(default=None)
+    # Syncs whose end this tracker could not record; reaped by the next track() they block.
+    _unrecorded: set[str] = PrivateAttr(default_factory=set)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._store = self._open(context.instance)
@@ -416,7 +533,12 @@ class SyncTracker(dg.ConfigurableResource):
 
     def _open(self, instance: Any = None) -> SyncStore:
         url = self.database_url or default_database_url(instance)
-        return SyncStore.from_url(url, schema=self.schema_name, max_retries=self.max_retries)
+        return SyncStore.from_url(
+            url,
+            schema=self.schema_name,
+            max_retries=self.max_retries,
+            storage_timeout_seconds=self.storage_timeout_seconds,
+        )
 
     @property
     def store(self) -> SyncStore:
@@ -522,7 +644,21 @@ class SyncTracker(dg.ConfigurableResource):
             sync_type: ``incremental`` or ``full``.
 
         An exception inside the block is recorded (type, message, truncated traceback) and
-        re-raised; a failed sync never moves the watermark.
+        re-raised unchanged; a failed sync never moves the watermark.
+
+        No value given to the sync can keep its end from being written: they are checked when
+        given (see :class:`SyncRun`). Should the database still refuse the end (any error but
+        :class:`DatabaseUnavailableError`), a minimal end is written instead: status ``failed``,
+        error code ``RECORD_FAILED`` with the reason, watermark unchanged. A clean block then
+        raises the database's error; a failing block raises its own.
+
+        When the database stays unavailable past ``storage_timeout_seconds`` at the end, nothing
+        is written: the watermark did not move, so a rerun fetches the same rows again. A clean
+        block then raises :class:`DatabaseUnavailableError`, or, with
+        ``raise_on_unrecorded_finish=False``, logs a warning and ends normally (``sync.status``
+        is ``failed``). The sync stays ``running`` in the database until the next ``track`` of
+        the resource by this tracker marks it failed (``RECORD_FAILED``) and starts; in another
+        process the orphan rule (its Dagster run has ended) does the same.
         """
         ctx = _DagsterContext(context)
         if resource is None:
@@ -549,6 +685,30 @@ class SyncTracker(dg.ConfigurableResource):
                 max_ahead=max_ahead,
             )
 
+        def record_failed(finish_error: Exception, outcome: SyncOutcome) -> str:
+            """Write the minimal end after the database refused the full one; say what happened."""
+            reason = f"its end could not be recorded: {type(finish_error).__name__}: {finish_error}"
+            if outcome.error_message:
+                reason += f" (the sync failed with {outcome.error_message})"
+            reason = clean_text(reason, MAX_MESSAGE_LENGTH)[0]
+            try:
+                self.store.reap_sync(run.sync_id, code=RECORD_FAILED, message=reason, now=utcnow())
+            except Exception as reap_error:
+                self._unrecorded.add(run.sync_id)
+                return (
+                    f"sync {run.sync_id} of {resource!r} could not be marked failed either "
+                    f"({reap_error}); the next sync of it by this tracker does it"
+                )
+            return f"sync {run.sync_id} of {resource!r} recorded failed ({RECORD_FAILED})"
+
+        def remember_unrecorded(finish_error: DatabaseUnavailableError) -> str:
+            self._unrecorded.add(run.sync_id)
+            return (
+                f"the end of sync {run.sync_id} of {resource!r} could not be recorded "
+                f"({finish_error}); its watermark did not move, and the next sync of "
+                f"{resource!r} by this tracker marks it failed ({RECORD_FAILED})"
+            )
+
         ctx.log.debug(f"sync_observability: sync {run.sync_id} of {resource!r} started")
         try:
             yield run
@@ -567,16 +727,23 @@ class SyncTracker(dg.ConfigurableResource):
                 run._add_exception(error, **details),
                 count_failure=self.count_retried_failures or not will_retry,
             )
+            # The sync's own error is what the user must see, unchanged; a note says why it
+            # was not recorded as it is.
+            note = None
             try:
                 finish(outcome)
+            except DatabaseUnavailableError as finish_error:
+                note = remember_unrecorded(finish_error)
+            except SyncStateError as finish_error:  # reaped or finished elsewhere meanwhile
+                note = str(finish_error)
             except Exception as finish_error:
-                # The sync's own error is what the user must see; say why it was not recorded.
-                note = f"sync_observability could not record this failure: {finish_error}"
+                note = record_failed(finish_error, outcome)
+            run._finished(outcome)
+            if note is not None:
+                note = f"sync_observability could not record this failure: {note}"
                 if hasattr(error, "add_note"):  # Python 3.11+
                     error.add_note(note)
                 ctx.log.error(note)
-            else:
-                run._finished(outcome)
             raise
         outcome = run._outcome("success")
         try:
@@ -585,6 +752,21 @@ class SyncTracker(dg.ConfigurableResource):
             # Recorded failed by the store, with this error; the watermark did not move.
             run._finished(run._outcome("failed", run._add_refusal(refused)))
             ctx.log.error(f"sync_observability: sync {run.sync_id} of {resource!r}: {refused}")
+            raise
+        except DatabaseUnavailableError as finish_error:
+            message = remember_unrecorded(finish_error)
+            run._not_recorded(message)
+            if self.raise_on_unrecorded_finish:
+                ctx.log.error(f"sync_observability: {message}")
+                raise
+            ctx.log.warning(f"sync_observability: {message}")
+            return
+        except SyncStateError:
+            raise
+        except Exception as finish_error:
+            message = record_failed(finish_error, outcome)
+            run._not_recorded(f"{type(finish_error).__name__}: {finish_error}")
+            ctx.log.error(f"sync_observability: {message}: {finish_error}")
             raise
         run._finished(outcome)
         ctx.log.debug(f"sync_observability: sync {run.sync_id} of {resource!r} succeeded")
@@ -614,23 +796,53 @@ class SyncTracker(dg.ConfigurableResource):
         try:
             return start()
         except SyncAlreadyRunningError as refused:
-            if not (self.reap_orphans and self._reap_if_orphaned(ctx, refused)):
+            if refused.running_sync_id in self._unrecorded:
+                self._reap_unrecorded(ctx, refused.running_sync_id)
+            elif not (self.reap_orphans and self._reap_if_orphaned(ctx, refused)):
                 raise
         return start()
 
+    def _reap_unrecorded(self, ctx: _DagsterContext, sync_id: str) -> None:
+        """Mark failed a sync whose block ended here but whose end could not be written."""
+        reaped = self.store.reap_sync(
+            sync_id,
+            code=RECORD_FAILED,
+            message="the sync ended but its end could not be recorded (the tracking database "
+            "was unavailable); the watermark did not move",
+            now=utcnow(),
+        )
+        self._unrecorded.discard(sync_id)
+        if reaped:
+            ctx.log.warning(
+                f"sync_observability: marked sync {sync_id} failed ({RECORD_FAILED}): its end "
+                "could not be recorded"
+            )
+
     def _reap_if_orphaned(self, ctx: _DagsterContext, refused: SyncAlreadyRunningError) -> bool:
-        """Reap the running sync when its Dagster run is known to have ended."""
+        """Reap the running sync when its Dagster run, or its step attempt, is known to have ended.
+
+        An earlier attempt of this very step (same run, asset and partition, a lower
+        ``retry_number``) has ended: Dagster starts a retry only after the attempt before it.
+        """
         if ctx.instance is None or refused.running_sync_id is None:
             return False
         running = self.store.get_sync(refused.running_sync_id)
         if running is None or running.dagster_run_id is None:
             return False
         if running.dagster_run_id == ctx.run_id:
-            return False
-        dagster_run = ctx.instance.get_run_by_id(running.dagster_run_id)
-        if dagster_run is not None and not dagster_run.is_finished:
-            return False
-        status = "gone" if dagster_run is None else dagster_run.status.value
+            earlier_attempt = (
+                running.asset_key == ctx.asset_key
+                and running.partition_key == ctx.partition_key
+                and running.retry_number < ctx.retry_number
+            )
+            if not earlier_attempt:
+                return False
+            status = f"retried (this is attempt {ctx.retry_number + 1})"
+        else:
+            dagster_run = ctx.instance.get_run_by_id(running.dagster_run_id)
+            if dagster_run is not None and not dagster_run.is_finished:
+                return False
+            status = "gone" if dagster_run is None else dagster_run.status.value
         reaped = self.store.reap_sync(
             running.sync_id,
             code=ORPHANED,

@@ -151,7 +151,7 @@ def test_a_rewind_is_refused_unless_allowed(tracker: SyncTracker) -> None:
 
 def _fail_with_a_long_cause() -> None:
     try:
-        raise KeyError("k" * 5000)
+        raise KeyError("k" * 12000)
     except KeyError as cause:
         raise ValueError("boom ünï 'quoted'") from cause
 

@@ -12,6 +12,7 @@ from sync_observability import SyncTracker
 from sync_observability.alerting import SyncAlerting
 from sync_observability.sensors import sync_consecutive_failures_sensor
 from sync_observability.storage.alert_store import AlertStore
+from sync_observability.storage.store import utcnow
 from sync_observability_tests.alerts.dagster_helpers import tick
 from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
 
@@ -95,3 +96,38 @@ def test_only_the_last_attempt_counts_unless_configured(
         tick(sync_consecutive_failures_sensor, instance, tracker, alerting)
         assert [a.resource for a in AlertStore(tracker.store).list_alerts()] == ["flaky"]
     tracker.store.dispose()
+
+
+def test_a_retry_reaps_the_sync_its_dead_earlier_attempt_left_running(backend: Backend) -> None:
+    tracker = backend.tracker()
+
+    @dg.asset(name="crashy", retry_policy=dg.RetryPolicy(max_retries=1))
+    def crashy(context: dg.AssetExecutionContext, sync_tracker: SyncTracker) -> None:
+        if context.retry_number == 0:
+            # What a step process killed mid-sync leaves: a started sync nobody will finish.
+            sync_tracker.store.start_sync(
+                sync_id="attempt-0",
+                resource="crashy",
+                started_at=utcnow(),
+                dagster_run_id=context.run.run_id,
+                asset_key="crashy",
+                retry_number=0,
+            )
+            raise ConnectionError("the step process died")
+        with sync_tracker.track(context) as sync:
+            sync.record(processed=4)
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [crashy],
+            resources={"sync_tracker": tracker},
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=False,
+        )
+    assert result.success
+    history = tracker.store.list_history(resource="crashy")
+    assert [(r.retry_number, r.sync_status) for r in history] == [(1, "success"), (0, "failed")]
+    assert [e["code"] for e in history[1].errors] == ["ORPHANED"]
+    assert "retried (this is attempt 2)" in (history[1].error_message or "")
+    assert tracker.get_state("crashy").records_synced == 4
