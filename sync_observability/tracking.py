@@ -25,7 +25,7 @@ from sync_observability.errors import (
 )
 from sync_observability.metrics import RunMetricsMixin
 from sync_observability.operations import MAX_MESSAGE_LENGTH, OperationLogMixin
-from sync_observability.storage.engine import DEFAULT_SCHEMA, default_database_url
+from sync_observability.storage.engine import DEFAULT_SCHEMA, default_database_url, redact
 from sync_observability.storage.store import (
     DEFAULT_MAX_AHEAD,
     RefusedChange,
@@ -520,6 +520,15 @@ class SyncTracker(dg.ConfigurableResource):
     )
 
     _store: SyncStore | None = PrivateAttr(default=None)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() show the database URL with its password hidden.
+        for name, value in super().__repr_args__():
+            yield (
+                name,
+                redact(value) if name == "database_url" and isinstance(value, str) else value,
+            )
+
     # Syncs whose end this tracker could not record; reaped by the next track() they block.
     _unrecorded: set[str] = PrivateAttr(default_factory=set)
 

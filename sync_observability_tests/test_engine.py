@@ -7,7 +7,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from sync_observability import ConfigurationError, SyncStore
+from sync_observability import ConfigurationError, SyncStore, SyncTracker
 from sync_observability.storage import migrate
 from sync_observability.storage.engine import redact
 from sync_observability_tests.conftest import POSTGRES_URL, Backend
@@ -17,6 +17,14 @@ def test_redact_masks_a_password_given_as_a_query_parameter() -> None:
     shown = redact("postgresql://etl@db.internal/warehouse?password=hunter2&sslmode=require")
     assert "hunter2" not in shown
     assert "sslmode=require" in shown
+
+
+def test_the_trackers_repr_and_str_hide_the_database_password() -> None:
+    tracker = SyncTracker(database_url="postgresql://etl:hunter2@db.internal:5432/warehouse")
+    for shown in (repr(tracker), str(tracker)):
+        assert "hunter2" not in shown
+        assert "postgresql://etl:***@db.internal:5432/warehouse" in shown
+    assert tracker.database_url.endswith(":hunter2@db.internal:5432/warehouse")  # still usable
 
 
 @pytest.mark.postgres
