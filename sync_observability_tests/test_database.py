@@ -56,7 +56,7 @@ def test_each_transaction_sets_its_own_schema_and_timeouts_and_leaves_the_sessio
     pg_db: Database,
 ) -> None:
     statement_ms, lock_ms, search_path = pg_db.read(_settings, "read settings")
-    assert search_path == f'"{pg_db.schema}"'
+    assert search_path.strip('"') == pg_db.schema
     assert 6000 < statement_ms <= 7000
     assert 6000 < lock_ms <= 7000
     # No startup `options` (PgBouncer in transaction mode refuses them), and nothing leaks

@@ -21,7 +21,6 @@ tracks a long sync does not keep a server connection while it works.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import itertools
 import os
 import socket
@@ -50,6 +49,7 @@ T = TypeVar("T")
 
 WATCHDOG_GRACE_SECONDS = 2.0
 """How long past its budget a PostgreSQL transaction may run before its socket is shut."""
+WATCHDOG_POLL_SECONDS = 0.25
 IDLE_RELEASE_SECONDS = 5.0
 """PostgreSQL connections idle this long are closed (a step's tracked work can take hours)."""
 
@@ -87,6 +87,7 @@ class Database:
         self.insert: Callable[..., Any] = (
             postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         )
+        self._url = redact(engine.url)  # every call's error names it: rendered once
         self._driver: DriverExecutor | None = None
         self._in_flight = 0
         self._last_used = time.monotonic()
@@ -110,7 +111,7 @@ class Database:
     @property
     def url(self) -> str:
         """The database URL with its password hidden."""
-        return redact(self.engine.url)
+        return self._url
 
     def dispose(self) -> None:
         """Close every pooled connection."""
@@ -178,20 +179,27 @@ class Database:
         driver = self._driver
         if driver is None:
             return self.write(fn, what)
+        schema = self.schema
 
         def attempt() -> T:
-            with self._using():
-                seconds = max(0.0, _deadline() - time.monotonic())
-                session = postgres_session_sql(self.schema, seconds)
-                return driver.transaction(fn, session_sql=session, guard=_WATCHDOG.guard)
+            self._begin_use()
+            try:
+                deadline = _deadline()
+                session = postgres_session_sql(schema, deadline - time.monotonic())
+                return driver.transaction(
+                    fn, session_sql=session, guard=lambda dbapi: _Watch(dbapi, deadline)
+                )
+            finally:
+                self._end_use()
 
         return self.retry(attempt, what)
 
     def _attempt(self, fn: Callable[[sa.Connection], T], *, readonly: bool, **options: Any) -> T:
-        with self._using():
+        self._begin_use()
+        try:
             conn = self.engine.connect()
             guard = (
-                _WATCHDOG.guard(conn.connection.dbapi_connection)
+                _Watch(conn.connection.dbapi_connection, _deadline())
                 if self.dialect == "postgresql"
                 else contextlib.nullcontext()
             )
@@ -203,17 +211,18 @@ class Database:
                         return fn(conn)
                 finally:
                     conn.close()
+        finally:
+            self._end_use()
 
-    @contextlib.contextmanager
-    def _using(self) -> Iterator[None]:
+    # Plain calls, not a context manager: this runs twice per transaction on the hot path.
+    def _begin_use(self) -> None:
         with self._lock:
             self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-                self._last_used = time.monotonic()
+
+    def _end_use(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._last_used = time.monotonic()
 
     def release_if_idle(self, idle_seconds: float) -> bool:
         """Close the pooled connections when none is in use and none was for ``idle_seconds``."""
@@ -234,63 +243,71 @@ def _deadline() -> float:
     return time.monotonic() + DEFAULT_TIMEOUT if deadline is None else deadline
 
 
+class _Watch:
+    """Watches one PostgreSQL connection for the length of a ``with`` block (see _Watchdog)."""
+
+    __slots__ = ("_connection", "_key", "_when")
+
+    def __init__(self, dbapi_connection: Any, deadline: float) -> None:
+        self._connection = dbapi_connection
+        self._when = deadline + WATCHDOG_GRACE_SECONDS
+        self._key: int | None = None
+
+    def __enter__(self) -> _Watch:
+        try:
+            fd = self._connection.fileno()
+        except Exception:  # already closed: nothing to watch
+            return self
+        self._key = _WATCHDOG.watch(self._connection, fd, self._when)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._key is not None:
+            _WATCHDOG.unwatch(self._key)
+
+
 class _Watchdog:
     """Shuts the socket of a PostgreSQL connection whose transaction outlived its deadline.
 
-    One daemon thread for the process, started on first use. A frozen server still accepts and
-    acknowledges TCP traffic in its kernel, so neither the server's timeouts nor TCP keepalives
-    fire; shutting the socket makes libpq return ("server closed the connection") at once.
+    One daemon thread for the process, started on first use, looking every
+    :data:`WATCHDOG_POLL_SECONDS` (registering costs a dict insert, nothing more). A frozen
+    server still accepts and acknowledges TCP traffic in its kernel, so neither the server's
+    timeouts nor TCP keepalives fire; shutting the socket makes libpq return ("server closed
+    the connection") at once.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int]] = []
-        self._watched: dict[int, tuple[Any, int]] = {}
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[Any, int, float]] = {}
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
 
-    @contextlib.contextmanager
-    def guard(self, dbapi_connection: Any) -> Iterator[None]:
-        """Watch ``dbapi_connection`` until the block ends, against the call's deadline."""
-        try:
-            fd = dbapi_connection.fileno()
-        except Exception:  # already closed: nothing to watch
-            yield
-            return
-        when = _deadline() + WATCHDOG_GRACE_SECONDS
+    def watch(self, connection: Any, fd: int, when: float) -> int:
+        """Watch ``connection`` (its socket ``fd``) until :meth:`unwatch`; shut it at ``when``."""
         key = next(self._ids)
-        with self._cond:
-            self._watched[key] = (dbapi_connection, fd)
-            heapq.heappush(self._heap, (when, key))
+        with self._lock:
+            self._watched[key] = (connection, fd, when)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="sync_observability-watchdog", daemon=True
                 )
                 self._thread.start()
-            elif self._heap[0][1] == key:
-                self._cond.notify()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._watched.pop(key, None)
+        return key
+
+    def unwatch(self, key: int) -> None:
+        """Stop watching (the transaction ended)."""
+        with self._lock:
+            self._watched.pop(key, None)
 
     def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][1] not in self._watched:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                when, key = self._heap[0]
-                wait = when - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-                connection, fd = self._watched.pop(key)
-                _shut(connection, fd)
+        while True:
+            time.sleep(WATCHDOG_POLL_SECONDS)
+            now = time.monotonic()
+            with self._lock:
+                late = [k for k, (_, _, when) in self._watched.items() if when <= now]
+                for key in late:
+                    connection, fd, _ = self._watched.pop(key)
+                    _shut(connection, fd)
 
 
 def _shut(connection: Any, fd: int) -> None:

@@ -112,8 +112,8 @@ def create_engine(
     SQLite: WAL journal, and every transaction opened with ``BEGIN IMMEDIATE`` (a deferred
     transaction that later writes can fail with "database is locked" without waiting) after a
     busy timeout set to what is left of the call's time budget.
-    PostgreSQL: every transaction starts by setting, for itself only (``set_config(...,
-    true)``, which PgBouncer in transaction mode accepts, unlike a startup ``options``
+    PostgreSQL: every transaction starts by setting, for itself only (``SET LOCAL``,
+    which PgBouncer in transaction mode accepts, unlike a startup ``options``
     parameter), ``search_path`` to ``schema`` and ``statement_timeout``/``lock_timeout`` to
     what is left of the call's budget; connecting gives up after ``connect_timeout``. The pool
     is sized for Dagster's one process per step: one kept connection, a few overflow ones.
@@ -169,15 +169,17 @@ def budget_left(default: float) -> float:
 
 
 def postgres_session_sql(schema: str, seconds_left: float, *, bounded: bool = True) -> str:
-    """The statement that opens every PostgreSQL transaction: schema and timeouts, local to it.
+    """The statements that open every PostgreSQL transaction: schema and timeouts, local to it.
 
-    ``bounded=False`` (long migrations) keeps lock waits bounded but lets statements run.
+    ``SET LOCAL`` ends with the transaction, so nothing leaks into a session that PgBouncer hands
+    to another client. ``bounded=False`` (long migrations) keeps lock waits bounded but lets
+    statements run.
     """
     ms = max(1, int(seconds_left * 1000))
     return (
-        f"SELECT set_config('search_path', '\"{schema}\"', true), "
-        f"set_config('statement_timeout', '{ms if bounded else 0}', true), "
-        f"set_config('lock_timeout', '{ms}', true)"
+        f'SET LOCAL search_path = "{schema}"; '
+        f"SET LOCAL statement_timeout = {ms if bounded else 0}; "
+        f"SET LOCAL lock_timeout = {ms}"
     )
 
 
