@@ -10,7 +10,7 @@ Each repetition, in the same run:
    transaction (seed 000's strategy: the fastest possible, neither batched nor safe to
    interrupt), with the same state-aware rule as the CLI (the package's own condition, against a
    :class:`KeepSnapshot` read inside the timer), so both move the same rows; timed;
-3. **batched**: the ``archive`` CLI (``python -m sync_observability.retention_cli --json``) as a
+3. **batched**: the ``archive`` CLI (``python -m sync_observability.cli archive --json``) as a
    subprocess on the other schema, timed by its own ``duration_ms`` (the run: lock, exact counts,
    every batch; Python start-up excluded) and by the wall clock; its peak RSS read with
    ``os.wait4``.
@@ -161,7 +161,8 @@ def run_cli(url: str, schema: str, batch_size: int) -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
-        "sync_observability.retention_cli",
+        "sync_observability.cli",
+        "archive",
         "--database-url",
         url,
         "--schema",

@@ -13,13 +13,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from sync_observability.cli import main
 from sync_observability.storage.migrate import head_revision
-from sync_observability.storage.store import SyncOutcome
+from sync_observability.storage.records import SyncOutcome
 from sync_observability_tests.conftest import Backend
 
 PASSWORD = "s3cr3t-pw"
@@ -124,6 +125,37 @@ def test_status_shows_health_as_a_table_and_as_json(backend: Backend) -> None:
     assert "running" in line_of(table, "busy_investors")
 
 
+def test_status_shows_when_the_sync_ran_apart_from_its_watermark(backend: Backend) -> None:
+    before = utcnow().replace(microsecond=0)  # the table shows whole seconds
+    watermark = before - dt.timedelta(hours=1)
+    succeed(backend, "hour_behind", 5, watermark=watermark)
+    store = backend.store()
+    store.start_sync(sync_id=str(uuid.uuid4()), resource="busy_investors", started_at=before)
+    store.dispose()
+    after = utcnow()
+
+    rows = {
+        row["resource"]: row for row in json.loads(ok(sync_obs(backend, "status", "--json")).stdout)
+    }
+    last_run = dt.datetime.fromisoformat(rows["hour_behind"]["last_run_at"])
+    assert dt.datetime.fromisoformat(rows["hour_behind"]["last_sync_time"]) == watermark
+    assert before <= last_run <= after
+    assert last_run - watermark >= dt.timedelta(hours=1)
+    assert rows["hour_behind"]["hours_since_sync"] == pytest.approx(1, abs=0.01)
+    # While a sync runs, its start is the last run; it has no watermark yet.
+    assert dt.datetime.fromisoformat(rows["busy_investors"]["last_run_at"]) == before
+    assert rows["busy_investors"]["last_sync_time"] is None
+
+    table = ok(sync_obs(backend, "status")).stdout
+    [header] = [line for line in table.splitlines() if "Resource" in line]
+    assert header.index("Last run (UTC)") < header.index("Watermark (UTC)")
+    assert "Last sync" not in table
+    line = line_of(table, "hour_behind")
+    shown_run = line.index(f"{last_run:%Y-%m-%d %H:%M:%S}")
+    assert shown_run < line.index(f"{watermark:%Y-%m-%d %H:%M:%S}")
+    assert f"{before:%Y-%m-%d %H:%M:%S}" in line_of(table, "busy_investors")
+
+
 def test_status_of_an_empty_database(backend: Backend) -> None:
     ok(sync_obs(backend, "migrate"))
     assert json.loads(ok(sync_obs(backend, "status", "--json")).stdout) == []
@@ -214,6 +246,38 @@ def test_every_command_has_help() -> None:
         assert "SYNC_OBS_STORAGE_TIMEOUT" in result.stdout
     assert "--json" in CliRunner().invoke(main, ["status", "--help"]).stdout
     assert "--since" in CliRunner().invoke(main, ["history", "--help"]).stdout
+
+
+def command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The path of ``command`` and of every command below it (``("watermark", "set")``)."""
+    paths = [path]
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None, name
+            paths += command_paths(sub, (*path, name))
+    return paths
+
+
+def test_every_command_and_subcommand_answers_help() -> None:
+    paths = command_paths(main)
+    assert {path[0] for path in paths if len(path) == 1} == {
+        "migrate",
+        "status",
+        "history",
+        "alerts",
+        "archive",
+        "report",
+        "watermark",
+        "partition",
+        "demo",
+    }
+    assert {("watermark", "set"), ("partition", "enable")} <= set(paths)
+    for path in paths:
+        result = CliRunner().invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output, result.exception)
+        assert result.stdout.startswith("Usage: "), path
 
 
 def test_demo_on_the_given_database_carries_on_through_failures(backend: Backend) -> None:

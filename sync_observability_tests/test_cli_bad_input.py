@@ -15,8 +15,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from sync_observability import cli_support
-from sync_observability.cli import main
+from sync_observability.cli import main, options
 from sync_observability.storage.store import SyncStore
 
 PASSWORD = "pw-5ecret"
@@ -259,7 +258,7 @@ def test_the_storage_timeout_reaches_the_store(url: str, monkeypatch: pytest.Mon
         seen.append(kwargs["storage_timeout_seconds"])
         return from_url(*args, **kwargs)
 
-    monkeypatch.setattr(cli_support.SyncStore, "from_url", spy)
+    monkeypatch.setattr(options.SyncStore, "from_url", spy)
     assert sync_obs("status", "--database-url", url).exit_code == 0
     assert sync_obs("status", "--database-url", url, "--storage-timeout", "2.5").exit_code == 0
     env = {"SYNC_OBS_STORAGE_TIMEOUT": "7"}

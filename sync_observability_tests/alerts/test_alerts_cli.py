@@ -7,13 +7,13 @@ import json
 
 from click.testing import CliRunner
 
-from sync_observability.alerts.cli import alerts
 from sync_observability.alerts.lifecycle import record_findings
 from sync_observability.alerts.rules import (
     AlertPolicy,
     check_consecutive_failures,
     check_stale_watermarks,
 )
+from sync_observability.cli.alerts import alerts
 from sync_observability.storage.alert_store import AlertStore
 from sync_observability_tests.alerts.dagster_helpers import fail, past_sync, succeed, utcnow
 from sync_observability_tests.conftest import Backend

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from sync_observability.report_cli import report
+from sync_observability.cli.report import report
 from sync_observability.reports import REPORTS
 from sync_observability.storage.schema import sync_rollup_state
 from sync_observability_tests.reports.history import KNOWN_HISTORY, add_runs

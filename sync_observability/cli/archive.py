@@ -13,7 +13,6 @@ Examples:
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,16 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sync_observability.cli_support import (
-    DAYS,
-    ROW_COUNT,
-    ROW_LIMIT,
-    database_options,
-    make_console,
-    open_store,
-)
+from sync_observability.cli.options import DAYS, ROW_COUNT, ROW_LIMIT, database_options, open_store
+from sync_observability.cli.output import make_console
 from sync_observability.errors import SyncObservabilityError
-from sync_observability.retention import (
+from sync_observability.retention.steps import (
     DEFAULT_ALERTS_AFTER_DAYS,
     DEFAULT_ARCHIVE_AFTER_DAYS,
     DEFAULT_BATCH_SIZE,
@@ -190,12 +183,3 @@ def _print_summary(console: Console, result: RetentionResult, where: str) -> Non
         )
     console.print(table)
     console.print(f"{result.message} in {result.duration_ms / 1000:.1f}s")
-
-
-def main() -> None:
-    """Run the command on its own: ``python -m sync_observability.retention_cli [OPTIONS]``."""
-    archive(sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()

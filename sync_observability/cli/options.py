@@ -1,5 +1,5 @@
-"""What every ``sync-obs`` command shares: database options, ``--since``, ``--json``, tables,
-the ranges of numeric options, and package errors printed as one line.
+"""What every ``sync-obs`` command takes: database options, ``--since``, ``--json``, the ranges
+of numeric options, and package errors printed as one line (printing is in :mod:`.output`).
 
 A value out of range is refused by its parameter type (one line, exit code 2) before any
 database is opened; an error from the package is one line and exit code 1.
@@ -8,19 +8,17 @@ database is opened; an error from the package is one line and exit code 1.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
-import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
-from rich.console import Console
 
+from sync_observability.clock import utcnow
 from sync_observability.errors import ConfigurationError, SyncObservabilityError
 from sync_observability.storage.engine import (
     DEFAULT_SCHEMA,
@@ -30,11 +28,9 @@ from sync_observability.storage.engine import (
     redact,
 )
 from sync_observability.storage.store import SyncStore
-from sync_observability.tracking import utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-PIPED_WIDTH = 120
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 STORAGE_TIMEOUT_ENV = "SYNC_OBS_STORAGE_TIMEOUT"
@@ -206,36 +202,6 @@ def _refuse_missing_sqlite_file(url: str) -> None:
             f"no SQLite database at {parsed.database!r}: this command only reads and creates "
             "nothing (sync-obs migrate creates one)"
         )
-
-
-def echo_json(rows: Sequence[dict[str, Any]]) -> None:
-    """Print rows as a JSON list; datetimes become ISO 8601 strings."""
-    click.echo(json.dumps(list(rows), default=_json_default, indent=2, ensure_ascii=False))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def make_console() -> Console:
-    """A rich console; piped or captured output gets a fixed width instead of 80 columns."""
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        # 80 columns would squeeze the tables into "…".
-        console.width = PIPED_WIDTH
-    return console
-
-
-def when(value: dt.datetime | None) -> str:
-    """A timestamp as UTC ``YYYY-MM-DD HH:MM:SS``, or ``-``."""
-    return "-" if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def number(value: float | None, fmt: str = "{:,}") -> str:
-    """A number formatted with ``fmt``, or ``-``."""
-    return "-" if value is None else fmt.format(value)
 
 
 class Since(click.ParamType):

@@ -27,18 +27,16 @@ import click
 from rich import box
 from rich.table import Table
 
-from sync_observability.cli_support import (
+from sync_observability.cli.options import (
     ROW_LIMIT,
     OneLineErrorsGroup,
     database_options,
-    echo_json,
     json_option,
-    make_console,
     open_store,
     parse_iso_datetime,
-    when,
 )
-from sync_observability.storage.store import WatermarkChange
+from sync_observability.cli.output import echo_json, make_console, when
+from sync_observability.storage.records import WatermarkChange
 
 _KIND_STYLES = {"advance": "green", "set": "cyan", "rewind": "yellow", "refused": "bold red"}
 

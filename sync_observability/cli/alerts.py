@@ -18,17 +18,15 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from sync_observability.cli_support import (
+from sync_observability.cli.options import (
     ROW_LIMIT,
     OneLineErrorsCommand,
     Since,
     database_options,
-    echo_json,
     json_option,
-    make_console,
     open_store,
-    when,
 )
+from sync_observability.cli.output import echo_json, make_console, when
 from sync_observability.storage.alert_store import Alert, AlertStore
 
 _STATUS_STYLES = {"open": "bold red", "resolved": "green"}

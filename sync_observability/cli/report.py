@@ -12,26 +12,25 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pandas as pd
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from sync_observability.cli_support import (
+from sync_observability.cli.options import (
     DAYS,
     OneLineErrorsCommand,
     Since,
     database_options,
-    echo_json,
-    make_console,
     open_store,
-    when,
 )
-from sync_observability.reports import REPORTS
+from sync_observability.cli.output import echo_json, make_console, when
 from sync_observability.storage.store import ROLLUP_MODES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Values that colour a cell, whichever column they are in (health, labels, trends).
 VALUE_STYLES = {
@@ -69,8 +68,29 @@ ONE_LINE_COLUMNS = {"sync_id", "resource", "source_system", "target_system", "ca
 SHORT_ID_COLUMNS = {"sync_id": 8}  # like a short git hash; --json has the whole id
 
 
+class ReportName(click.Choice):
+    """A choice among the names in ``reports.REPORTS``, read when a name is checked.
+
+    The reports import pandas; reading their names at import time would make every command pay
+    for it (``sync-obs status`` too).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from sync_observability.reports import REPORTS
+
+        return tuple(sorted(REPORTS))
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass  # click.Choice.__init__ sets it; the names come from REPORTS
+
+
 @click.command(cls=OneLineErrorsCommand)
-@click.argument("name", type=click.Choice(sorted(REPORTS)), metavar="NAME")
+@click.argument("name", type=ReportName(), metavar="NAME")
 @click.option(
     "--days",
     type=DAYS,
@@ -140,6 +160,10 @@ def report(
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be used together.")
+    import pandas as pd
+
+    from sync_observability.reports import REPORTS
+
     kwargs: dict[str, Any] = {"now": as_of}
     if days is not None:
         kwargs["days"] = days
@@ -175,6 +199,8 @@ def report(
 
 def _plain(value: Any) -> Any:
     """A cell as plain JSON-able Python: ISO timestamps and dates, None for missing numbers."""
+    import pandas as pd  # already loaded by the report; a lookup in sys.modules
+
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
     if isinstance(value, dt.datetime | dt.date):

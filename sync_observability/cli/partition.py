@@ -14,20 +14,21 @@ import json
 import click
 import sqlalchemy as sa
 
-from sync_observability.cli_support import database_options, make_console, open_store
+from sync_observability.cli.options import database_options, open_store
+from sync_observability.cli.output import make_console
+from sync_observability.clock import utcnow
 from sync_observability.errors import SyncObservabilityError
 from sync_observability.storage import partitioning
-from sync_observability.storage.store import utcnow
 
 MAX_MONTHS_AHEAD = 120  # ten years of empty partitions is already more than anyone needs
 
 
-@click.group("partition")
-def partition_command() -> None:
+@click.group()
+def partition() -> None:
     """Partition sync_history by month (PostgreSQL; see docs: past ~100 MB)."""
 
 
-@partition_command.command("enable")
+@partition.command("enable")
 @database_options
 @click.option(
     "--months-ahead",
@@ -72,7 +73,7 @@ def enable(
         make_console().print("sync_history is already partitioned; future months ensured")
 
 
-@partition_command.command("status")
+@partition.command("status")
 @database_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
 def status(database_url: str | None, schema: str, storage_timeout: float, as_json: bool) -> None:
