@@ -54,7 +54,7 @@ import bench_sensors
 
 from sync_observability import SyncStore
 from sync_observability.reports import REPORTS
-from sync_observability.storage.history_rollup import refresh_rollups
+from sync_observability.storage.reporting.hourly_rollups import refresh_rollups
 
 DEFAULT_URL = bench_sensors.DEFAULT_URL
 TROUBLESHOOTING_MS = 10.0

@@ -14,7 +14,7 @@ tracker in ``sync_history.metadata["metrics"]`` with seed 002's names::
     }
 
 Only what was recorded appears. Quality scores are fractions between 0 and 1, as in seed 002
-(0.95, not 95). ``storage/rollups.py`` sums cost and volume per day and resource from there.
+(0.95, not 95). ``storage/reporting/daily_costs.py`` sums cost and volume per day and resource from there.
 
 Examples:
     .. code-block:: python

@@ -33,11 +33,12 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from sync_observability.clock import utcnow
 from sync_observability.errors import InvalidInputError
 from sync_observability.storage import operation_store
 from sync_observability.storage.operation_store import PendingEvent
 from sync_observability.storage.schema import OPERATION_CATEGORIES
-from sync_observability.storage.store import SyncStore, utcnow
+from sync_observability.storage.store import SyncStore
 from sync_observability.validation import check_aware, check_name, check_number
 
 MAX_ENTITY_KEY_LENGTH = 1000

@@ -14,29 +14,27 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from sync_observability.alerts.reaping import reap_if_orphaned
+from sync_observability.clock import utcnow
 from sync_observability.errors import (
     DatabaseUnavailableError,
     InvalidInputError,
     SyncAlreadyRunningError,
     SyncStateError,
-    WatermarkAheadError,
     WatermarkError,
-    WatermarkRewindError,
 )
 from sync_observability.metrics import RunMetricsMixin
 from sync_observability.operations import MAX_MESSAGE_LENGTH, OperationLogMixin
 from sync_observability.storage.engine import DEFAULT_SCHEMA, default_database_url, redact
-from sync_observability.storage.store import (
-    DEFAULT_MAX_AHEAD,
+from sync_observability.storage.records import (
     RefusedChange,
     SyncOutcome,
     SyncRecord,
     SyncState,
-    SyncStore,
     WatermarkChange,
-    cursor_is_rewind,
-    utcnow,
 )
+from sync_observability.storage.store import SyncStore
+from sync_observability.storage.watermark_rule import DEFAULT_MAX_AHEAD, refusal
 from sync_observability.validation import (
     MAX_BIGINT,
     check_aware,
@@ -54,7 +52,6 @@ log = logging.getLogger("sync_observability")
 TRACEBACK_LIMIT = MAX_MESSAGE_LENGTH
 MAX_ERRORS = 100
 """At most this many ``add_error`` entries are kept per sync; later ones are only counted."""
-ORPHANED = "ORPHANED"
 RECORD_FAILED = "RECORD_FAILED"
 ERRORS_DROPPED = "ERRORS_DROPPED"
 CURSOR_SANITIZED = "CURSOR_SANITIZED"
@@ -181,14 +178,9 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
         self._require_running()
         if isinstance(value, dt.datetime):
             value = check_aware("watermark", value)
-            if self.watermark is not None and value < self.watermark and not allow_rewind:
-                self._refuse(WatermarkRewindError(self.resource, self.watermark, value), value)
-            if self._max_ahead is not None:
-                limit = utcnow() + self._max_ahead
-                if value > limit:
-                    self._refuse(
-                        WatermarkAheadError(self.resource, self.watermark, value, limit), value
-                    )
+            error = self._move_refusal(value, None, allow_rewind)
+            if error is not None:
+                self._refuse(error, value)
             self._watermark_after = value
             self._allow_rewind = self._allow_rewind or allow_rewind
             return
@@ -196,8 +188,9 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
         if value is None:
             raise InvalidInputError("cursor", value, "must not be None")
         value, sanitized = clean_json(value)
-        if cursor_is_rewind(self.cursor, value) and not allow_rewind:
-            self._refuse(WatermarkRewindError(self.resource, self.cursor, value), cursor=value)
+        error = self._move_refusal(None, value, allow_rewind)
+        if error is not None:
+            self._refuse(error, cursor=value)
         if sanitized and not self._cursor_sanitized:
             self._cursor_sanitized = True
             self._errors.append(
@@ -210,6 +203,21 @@ class SyncRun(OperationLogMixin, RunMetricsMixin):
         self._cursor_after = value
         self._cursor_advanced = True
         self._allow_rewind = self._allow_rewind or allow_rewind
+
+    def _move_refusal(
+        self, time_value: dt.datetime | None, cursor: Any, allow_rewind: bool
+    ) -> WatermarkError | None:
+        """The watermark rule's word on a proposed time or cursor, from this sync's start."""
+        return refusal(
+            self.resource,
+            self.watermark,
+            self.cursor,
+            time_value,
+            cursor,
+            allow_rewind=allow_rewind,
+            now=utcnow(),
+            max_ahead=self._max_ahead,
+        )
 
     def _refuse(
         self, error: WatermarkError, watermark: dt.datetime | None = None, cursor: Any = None
@@ -830,38 +838,6 @@ class SyncTracker(dg.ConfigurableResource):
     def _reap_if_orphaned(self, ctx: _DagsterContext, refused: SyncAlreadyRunningError) -> bool:
         """Reap the running sync when its Dagster run, or its step attempt, is known to have ended.
 
-        An earlier attempt of this very step (same run, asset and partition, a lower
-        ``retry_number``) has ended: Dagster starts a retry only after the attempt before it.
+        See :func:`sync_observability.alerts.reaping.reap_if_orphaned`.
         """
-        if ctx.instance is None or refused.running_sync_id is None:
-            return False
-        running = self.store.get_sync(refused.running_sync_id)
-        if running is None or running.dagster_run_id is None:
-            return False
-        if running.dagster_run_id == ctx.run_id:
-            earlier_attempt = (
-                running.asset_key == ctx.asset_key
-                and running.partition_key == ctx.partition_key
-                and running.retry_number < ctx.retry_number
-            )
-            if not earlier_attempt:
-                return False
-            status = f"retried (this is attempt {ctx.retry_number + 1})"
-        else:
-            dagster_run = ctx.instance.get_run_by_id(running.dagster_run_id)
-            if dagster_run is not None and not dagster_run.is_finished:
-                return False
-            status = "gone" if dagster_run is None else dagster_run.status.value
-        reaped = self.store.reap_sync(
-            running.sync_id,
-            code=ORPHANED,
-            message=f"Dagster run {running.dagster_run_id} is {status} but the sync was running",
-            now=utcnow(),
-        )
-        if not reaped:  # it finished meanwhile; the retried start decides
-            return True
-        ctx.log.warning(
-            f"sync_observability: reaped orphaned sync {running.sync_id} of "
-            f"{running.resource!r} (Dagster run {running.dagster_run_id} is {status})"
-        )
-        return True
+        return reap_if_orphaned(self.store, ctx, refused.running_sync_id)

@@ -96,8 +96,8 @@ def make_backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Back
     schema = f"t_{uuid.uuid4().hex[:12]}"
     backend = Backend("postgresql", url, schema)
     if request.param == "postgresql-partitioned":
+        from sync_observability.clock import utcnow
         from sync_observability.storage.partitioning import enable_partitioning
-        from sync_observability.storage.store import utcnow
 
         store = backend.store()
         assert enable_partitioning(store, now=utcnow()).converted

@@ -23,7 +23,7 @@ from sync_observability import (
     StorageError,
     SyncTracker,
 )
-from sync_observability.storage.store import SyncRecord
+from sync_observability.storage.records import SyncRecord
 from sync_observability.tracking import MAX_ERRORS, TRACEBACK_LIMIT
 from sync_observability.validation import MAX_BIGINT, clean_json, clean_text
 from sync_observability_tests.conftest import Backend

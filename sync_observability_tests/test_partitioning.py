@@ -22,8 +22,8 @@ from sync_observability import SyncStore
 from sync_observability.cli import main
 from sync_observability.retention import RetentionPolicy, run_retention
 from sync_observability.storage import partitioning
+from sync_observability.storage.records import SyncOutcome
 from sync_observability.storage.schema import sync_history
-from sync_observability.storage.store import SyncOutcome
 from sync_observability_tests.conftest import Backend
 
 pytestmark = [

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from sync_observability import InvalidInputError, SyncStore
+from sync_observability.cli.archive import _progress_bar, archive
 from sync_observability.retention import (
     LOCK_HELD,
     RETENTION_RESOURCE,
@@ -32,7 +33,6 @@ from sync_observability.retention import (
     sync_retention_job,
     sync_retention_schedule,
 )
-from sync_observability.retention_cli import _progress_bar, archive
 from sync_observability.storage.retention_store import RetentionStore
 from sync_observability.storage.schema import sync_alerts, sync_history, sync_history_archive
 from sync_observability_tests.conftest import Backend

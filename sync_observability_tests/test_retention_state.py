@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sync_observability import InvalidInputError, SyncStore
+from sync_observability.cli.archive import archive
 from sync_observability.retention import RetentionPolicy, SyncRetentionConfig, run_retention
-from sync_observability.retention_cli import archive
+from sync_observability.storage.records import SyncOutcome
 from sync_observability.storage.retention_store import RetentionStore, _archivable
 from sync_observability.storage.schema import sync_history, sync_history_archive
-from sync_observability.storage.store import SyncOutcome
 from sync_observability_tests.conftest import Backend
 
 UTC = dt.timezone.utc

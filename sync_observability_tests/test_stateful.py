@@ -39,7 +39,7 @@ from sync_observability import (
 )
 from sync_observability.errors import WatermarkAheadError
 from sync_observability.storage.schema import sync_history, sync_state
-from sync_observability.storage.store import DEFAULT_MAX_AHEAD
+from sync_observability.storage.watermark_rule import DEFAULT_MAX_AHEAD
 from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
 
 

@@ -8,7 +8,6 @@ Every test runs on SQLite and PostgreSQL (the ``backend`` fixture).
 import datetime as dt
 import json
 import multiprocessing
-import time
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from sync_observability import (
     SyncTracker,
     WatermarkRewindError,
 )
+from sync_observability.cli.watermark import watermark
 from sync_observability.errors import (
     SyncStateError,
     WatermarkAheadError,
@@ -33,7 +33,6 @@ from sync_observability.errors import (
     WatermarkConflictError,
 )
 from sync_observability.storage.schema import sync_state
-from sync_observability.watermark_cli import watermark
 from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
 
 
@@ -223,29 +222,47 @@ def test_a_watermark_changed_under_a_running_sync_is_never_overwritten(
 
 
 def _serialized_sync(
-    url: str, schema: str, value: str, barrier: Any, delay: float, out: Any
+    url: str, schema: str, value: str, goes_first: bool, events: tuple[Any, Any, Any], out: Any
 ) -> None:
-    """Child process: one sync of "shared" advancing to ``value``; waits its turn if refused."""
+    """Child process: one sync of "shared" advancing to ``value``, in the order ``events`` set.
+
+    The first process starts its sync and keeps it running until the second has met it
+    (``SyncAlreadyRunningError``); the second starts again once the first has finished.
+    """
+    started, met_running, finished = events
+
+    def wait(event: Any, what: str) -> None:
+        if not event.wait(timeout=PROCESS_TIMEOUT_S):
+            raise TimeoutError(f"the other process never {what}")
+
+    def sync_to_value() -> None:
+        try:
+            with tracker.track(resource="shared") as sync:
+                if goes_first:
+                    started.set()
+                    wait(met_running, "met the running sync")
+                sync.advance_watermark(dt.datetime.fromisoformat(value))
+            out.put(("ok", value))
+        except WatermarkRewindError:
+            out.put(("rewind refused", value))
+
     try:
         tracker = SyncTracker(database_url=url, schema_name=schema)
         tracker.store  # noqa: B018 - migrate before the race
-        barrier.wait(timeout=PROCESS_TIMEOUT_S)
-        time.sleep(delay)
-        deadline = time.monotonic() + PROCESS_TIMEOUT_S
-        while True:
+        if goes_first:
             try:
-                with tracker.track(resource="shared") as sync:
-                    time.sleep(0.3)  # the other process meets a running sync
-                    sync.advance_watermark(dt.datetime.fromisoformat(value))
-                out.put(("ok", value))
-                break
-            except SyncAlreadyRunningError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-            except WatermarkRewindError:
-                out.put(("rewind refused", value))
-                break
+                sync_to_value()
+            finally:
+                finished.set()
+        else:
+            wait(started, "started its sync")
+            try:
+                with pytest.raises(SyncAlreadyRunningError):
+                    tracker.track(resource="shared").__enter__()
+            finally:
+                met_running.set()
+            wait(finished, "finished its sync")
+            sync_to_value()
         tracker.store.dispose()
     except BaseException:
         out.put(("error", traceback.format_exc()))
@@ -256,7 +273,9 @@ def _serialized_sync(
 def test_two_processes_never_leave_the_older_watermark(backend: Backend, first: str) -> None:
     older, newer = now() - dt.timedelta(hours=2), now() - dt.timedelta(hours=1)
     ctx = multiprocessing.get_context("spawn")
-    barrier, out = ctx.Barrier(2), ctx.Queue()
+    # The order is explicit: the first starts, the second meets it running, the first
+    # finishes, the second starts again.
+    events, out = (ctx.Event(), ctx.Event(), ctx.Event()), ctx.Queue()
     values = {"older": older, "newer": newer}
     children = [
         ctx.Process(
@@ -265,8 +284,8 @@ def test_two_processes_never_leave_the_older_watermark(backend: Backend, first: 
                 backend.url,
                 backend.schema,
                 values[name].isoformat(),
-                barrier,
-                0.0 if name == first else 0.1,
+                name == first,
+                events,
                 out,
             ),
         )

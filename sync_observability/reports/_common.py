@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from sync_observability.clock import utcnow
 from sync_observability.errors import InvalidInputError
-from sync_observability.tracking import utcnow
 from sync_observability.validation import check_aware
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from sync_observability.health import HEALTH_ORDER
+from sync_observability.health import HEALTH_ORDER, STALE_AFTER, STUCK_AFTER
 from sync_observability.reports import maths
 from sync_observability.reports._common import (
     as_of,
@@ -21,7 +21,7 @@ from sync_observability.reports._common import (
     frame_from_columns,
     parse_hour,
 )
-from sync_observability.storage import report_queries as queries
+from sync_observability.storage.reporting import queries
 from sync_observability.storage.store import SyncStore
 
 STATUS_COLUMNS = (
@@ -61,7 +61,13 @@ def status(
     """
     check_days(days)
     now = as_of(now)
-    columns = queries.state_health(store, now=now, include_healthy=include_healthy)
+    columns = queries.state_health(
+        store,
+        now=now,
+        include_healthy=include_healthy,
+        stuck_after=STUCK_AFTER,
+        stale_after=STALE_AFTER,
+    )
     columns["hours_since_sync"] = [
         None if last is None else (now - last).total_seconds() / 3600
         for last in columns["last_sync_time"]
@@ -108,7 +114,7 @@ def dashboard(store: SyncStore, *, days: int = 1, now: dt.datetime | None = None
     finished = summary["successful"] + summary["failed"]
     rate = maths.percent(summary["successful"], finished)
     avg = summary["avg_duration_ms"]
-    counts = queries.colour_counts(store, now=now)
+    counts = queries.colour_counts(store, now=now, stuck_after=STUCK_AFTER, stale_after=STALE_AFTER)
     score = maths.health_score(rate, maths.resource_health_from_counts(counts))
     rows: list[dict[str, Any]] = [
         _metric(

@@ -13,7 +13,7 @@ import pandas as pd
 
 from sync_observability.reports._common import as_of, check_days, frame, parse_day
 from sync_observability.reports.maths import percent, start_of_day_window
-from sync_observability.storage import report_queries as queries
+from sync_observability.storage.reporting import queries
 from sync_observability.storage.store import SyncStore
 
 FAILURES_LIMIT = 50  # seed 000, pattern 2

@@ -14,8 +14,8 @@ import pandas as pd
 
 from sync_observability.reports._common import as_of, check_days, frame, parse_day
 from sync_observability.reports.maths import quality_trend, start_of_day_window
-from sync_observability.storage import report_queries as queries
-from sync_observability.storage.rollups import daily_rollups
+from sync_observability.storage.reporting import queries
+from sync_observability.storage.reporting.daily_costs import daily_rollups
 from sync_observability.storage.store import SyncStore
 
 COST_COLUMNS = (

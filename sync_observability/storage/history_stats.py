@@ -28,8 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from sync_observability.storage.records import SyncState
 from sync_observability.storage.schema import sync_history, sync_state
-from sync_observability.storage.store import SyncState, SyncStore
+from sync_observability.storage.store import SyncStore
 
 DEFAULT_DURATION_WINDOW = 20
 DEFAULT_VOLUME_WINDOW = 30

@@ -42,7 +42,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sync_observability.errors import StorageError
-from sync_observability.storage import history_rollup, partitioning
+from sync_observability.storage import partitioning
+from sync_observability.storage.reporting import hourly_rollups
 from sync_observability.storage.schema import (
     UTCDateTime,
     metadata,
@@ -373,7 +374,7 @@ class RetentionStore:
         """How many rows of ``target`` a purge with this cutoff would delete."""
         table = metadata.tables[target.table]
         if table is sync_history:
-            history_rollup.retire_before(self.store, before)
+            hourly_rollups.retire_before(self.store, before)
         query = sa.select(sa.func.count()).select_from(table).where(_old(target, table, before))
         return self.store.db.read(
             lambda conn: conn.execute(query).scalar_one(), f"count {target.table}"
@@ -411,7 +412,7 @@ class RetentionStore:
                 *_after(t.c.sync_start_time, key, after),
             )
 
-        history_rollup.retire_before(self.store, before)
+        hourly_rollups.retire_before(self.store, before)
         if self.dialect == "postgresql":
             source = sync_history
             if partition is not None:
@@ -427,7 +428,7 @@ class RetentionStore:
         """Delete up to ``limit`` rows of ``target`` older than ``before``, after ``after``."""
         table = metadata.tables[target.table]
         if table is sync_history:
-            history_rollup.retire_before(self.store, before)
+            hourly_rollups.retire_before(self.store, before)
 
         def where(t: sa.FromClause) -> sa.ColumnElement[bool]:
             key = self._key(t, target.key_column)

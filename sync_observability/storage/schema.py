@@ -421,7 +421,7 @@ sa.Index("ix_watermark_changes_sync_id", watermark_changes.c.sync_id)
 # -- roll-ups of sync_history (reports) ------------------------------------------------------
 
 # Hourly aggregates of the closed hours of sync_history, derived from it by query (see
-# storage/history_rollup.py): never written by the tracker. Grain (hour, source, target,
+# storage/reporting/hourly_rollups.py): never written by the tracker. Grain (hour, source, target,
 # status): a few thousand rows per month whatever the number of resources. NULL names are
 # kept as NULL, hence a surrogate key.
 Float = sa.Float().with_variant(postgresql.DOUBLE_PRECISION(), "postgresql")
@@ -470,7 +470,7 @@ sync_history_hourly_errors = sa.Table(
 sa.Index("ix_sync_history_hourly_errors_hour", sync_history_hourly_errors.c.hour)
 
 # Syncs started per resource and UTC day, for the whole days the hourly roll-ups hold: the
-# daily counts the volume-anomalies report compares (see history_rollup.refresh_rollups).
+# daily counts the volume-anomalies report compares (see hourly_rollups.refresh_rollups).
 sync_history_daily = sa.Table(
     "sync_history_daily",
     metadata,

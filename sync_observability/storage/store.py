@@ -1,4 +1,7 @@
-"""SyncStore: every query and transaction on the sync tables.
+"""SyncStore: a sync's lifecycle (start, finish, reap) and the reads of the sync tables.
+
+The rows it returns are in :mod:`.records`; manual watermark changes, which it offers as
+methods, in :mod:`.watermarks`; the rule deciding a watermark's move in :mod:`.watermark_rule`.
 
 State changes are guarded updates (``UPDATE ... WHERE sync_status = 'running' ... RETURNING``),
 never read-then-write in Python: a sync that was reaped or finished elsewhere cannot be
@@ -10,150 +13,41 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import getpass
 from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from sync_observability.clock import utcnow
 from sync_observability.errors import (
     InvalidInputError,
     SyncAlreadyRunningError,
     SyncNotRunningError,
     SyncStateError,
-    WatermarkAheadError,
-    WatermarkBusyError,
     WatermarkConflictError,
     WatermarkError,
-    WatermarkRewindError,
 )
-from sync_observability.storage import history_rollup, migrate
+from sync_observability.storage import migrate
 from sync_observability.storage.database import Database
 from sync_observability.storage.engine import DEFAULT_SCHEMA, DEFAULT_TIMEOUT, create_engine
-from sync_observability.storage.schema import (
-    JSONType,
-    UTCDateTime,
-    sync_history,
-    sync_state,
-    watermark_changes,
+from sync_observability.storage.records import (
+    RefusedChange,
+    SyncOutcome,
+    SyncRecord,
+    SyncState,
 )
-from sync_observability.validation import check_aware, check_json, check_name
+from sync_observability.storage.reporting.backfills import is_backfill, reopen_statement
+from sync_observability.storage.schema import JSONType, UTCDateTime, sync_history, sync_state
+from sync_observability.storage.watermark_rule import DEFAULT_MAX_AHEAD, refusal, time_is_rewind
+from sync_observability.storage.watermarks import (
+    INSERT_CHANGE,
+    Refused,
+    WatermarkChangesMixin,
+    same_cursor,
+)
+from sync_observability.validation import check_aware
 
 T = TypeVar("T")
-
-DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
-"""How far past now a watermark may be set: clock skew between workers, no more."""
-MAX_REASON_LENGTH = 2000
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SyncState:
-    """One row of ``sync_state``: a resource's watermark and its last sync."""
-
-    resource: str
-    source_system: str | None
-    target_system: str | None
-    last_sync_time: dt.datetime | None
-    cursor: Any
-    last_sync_status: str
-    records_synced: int
-    records_created: int
-    records_updated: int
-    errors: list[dict[str, Any]]
-    started_at: dt.datetime | None
-    completed_at: dt.datetime | None
-    duration_ms: int | None
-    consecutive_failures: int
-    last_success_at: dt.datetime | None
-    current_sync_id: str | None
-    dagster_run_id: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    watermark_advanced_at: dt.datetime | None = None
-    syncs_since_advance: int = 0
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SyncRecord:
-    """One row of ``sync_history``: one sync run."""
-
-    sync_id: str
-    resource: str
-    source_system: str | None
-    target_system: str | None
-    sync_type: str
-    sync_start_time: dt.datetime
-    sync_end_time: dt.datetime | None
-    sync_status: str
-    records_processed: int
-    records_created: int
-    records_updated: int
-    records_failed: int
-    error_message: str | None
-    errors: list[dict[str, Any]]
-    watermark_before: dt.datetime | None
-    watermark_after: dt.datetime | None
-    cursor_before: Any
-    cursor_after: Any
-    duration_ms: int | None
-    dagster_run_id: str | None
-    asset_key: str | None
-    partition_key: str | None
-    retry_number: int
-    metadata: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SyncOutcome:
-    """What a finished sync writes: its status, counts, errors and new watermark."""
-
-    status: str
-    ended_at: dt.datetime
-    records_processed: int = 0
-    records_created: int = 0
-    records_updated: int = 0
-    records_failed: int = 0
-    errors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    error_message: str | None = None
-    watermark_after: dt.datetime | None = None
-    cursor_after: Any = None
-    cursor_advanced: bool = False
-    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-    allow_rewind: bool = False
-    count_failure: bool = True
-    refused: Sequence[RefusedChange] = ()
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RefusedChange:
-    """A watermark the sync proposed and was refused (kept in ``watermark_changes``)."""
-
-    reason: str
-    watermark_after: dt.datetime | None = None
-    cursor_after: Any = None
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class WatermarkChange:
-    """One row of ``watermark_changes``: a change of a resource's watermark, or a refused one.
-
-    ``kind`` is ``advance`` (a successful sync moved it), ``set`` or ``rewind`` (a manual
-    change; ``rewind`` when it moved backwards) or ``refused``. ``sync_id`` is None for manual
-    changes, which carry ``changed_by`` and ``reason``.
-    """
-
-    change_id: int
-    resource: str
-    sync_id: str | None
-    kind: str
-    watermark_before: dt.datetime | None
-    watermark_after: dt.datetime | None
-    cursor_before: Any
-    cursor_after: Any
-    changed_at: dt.datetime
-    changed_by: str | None
-    reason: str | None
-
 
 # The hot path's statements, built once. SQLAlchemy 2.0 cannot cache its dialect-specific
 # INSERT ... ON CONFLICT constructs (they are recompiled on every call), so the two upserts are
@@ -245,25 +139,6 @@ _FIX_HISTORY_WATERMARK = (
     )
     .values(watermark_after=sa.bindparam("p_watermark_after"))
 )
-_INSERT_CHANGE = sa.insert(watermark_changes).values(
-    resource=sa.bindparam("resource"),
-    sync_id=sa.bindparam("sync_id"),
-    kind=sa.bindparam("kind"),
-    watermark_before=sa.bindparam("watermark_before"),
-    watermark_after=sa.bindparam("watermark_after"),
-    cursor_before=sa.bindparam("cursor_before"),
-    cursor_after=sa.bindparam("cursor_after"),
-    changed_at=sa.bindparam("changed_at"),
-    changed_by=sa.bindparam("changed_by"),
-    reason=sa.bindparam("reason"),
-)
-
-
-def _same_json(dialect: str, column: Any, value: Any) -> Any:
-    """NULL-safe JSON equality: jsonb compares by value; SQLite's json() canonicalises text."""
-    if dialect == "postgresql":
-        return column.is_not_distinct_from(value)
-    return sa.func.json(column).is_not_distinct_from(sa.func.json(value))
 
 
 def _finish_state(dialect: str, success: bool, cursor_advanced: bool, count: bool) -> sa.Update:
@@ -300,7 +175,7 @@ def _finish_state(dialect: str, success: bool, cursor_advanced: bool, count: boo
             sync_state.c.last_sync_time.is_not_distinct_from(
                 sa.bindparam("p_watermark_before", type_=UTCDateTime())
             ),
-            _same_json(
+            same_cursor(
                 dialect, sync_state.c.cursor, sa.bindparam("p_cursor_before", type_=JSONType)
             ),
         ]
@@ -320,15 +195,6 @@ def _finish_statements(dialect: str) -> dict[tuple[bool, bool, bool], sa.Update]
     }
 
 
-class _Refused(Exception):
-    """Raised inside a transaction to roll it back before a refusal is recorded."""
-
-    def __init__(self, error: WatermarkError | WatermarkBusyError, change: dict[str, Any]):
-        super().__init__(str(error))
-        self.error = error
-        self.change = change
-
-
 def _duration_ms(start: dt.datetime, end: dt.datetime) -> int:
     return max(0, round((end - start).total_seconds() * 1000))
 
@@ -342,8 +208,11 @@ def _check_rollups(rollups: str) -> str:
     return rollups
 
 
-class SyncStore:
+class SyncStore(WatermarkChangesMixin):
     """Every query on the sync tables, on SQLite or PostgreSQL; its :class:`Database` runs them.
+
+    Manual watermark changes (``set_watermark``, ``rewind_to_sync``, ``watermark_changes``)
+    come from :class:`~.watermarks.WatermarkChangesMixin`.
 
     Args:
         engine: an Engine from :func:`sync_observability.storage.engine.create_engine`.
@@ -351,7 +220,7 @@ class SyncStore:
         max_retries: at most this many retries of a transaction on transient errors, besides
             the time budget (None: retry until ``storage_timeout_seconds`` is spent).
         auto_migrate: apply pending migrations now.
-        rollups: how reports use the hourly roll-ups (``storage/history_rollup.py``):
+        rollups: how reports use the hourly roll-ups (``storage/reporting/hourly_rollups.py``):
             ``"refresh"`` (default) aggregates the hours closed since the last report, then reads
             them; ``"read"`` reads what is already rolled up and writes nothing (a read-only
             replica, or a read-only database user; the primary's reports keep them fresh);
@@ -389,7 +258,7 @@ class SyncStore:
                 _INSERT_HISTORY,
                 _FINISH_HISTORY,
                 _FIX_HISTORY_WATERMARK,
-                _INSERT_CHANGE,
+                INSERT_CHANGE,
                 *self._finish_state.values(),
             ]
         )
@@ -485,7 +354,7 @@ class SyncStore:
         }
 
         # A start in the past may land in an hour the reports' roll-ups already hold.
-        backfill = history_rollup.is_backfill(started_at, utcnow())
+        backfill = is_backfill(started_at, utcnow())
 
         def tx(conn: sa.Connection) -> SyncRecord:
             started = conn.execute(_START_STATE, params).one_or_none()
@@ -505,7 +374,7 @@ class SyncStore:
             before = {"watermark_before": started.last_sync_time, "cursor_before": started.cursor}
             conn.execute(_INSERT_HISTORY, params | before)
             if backfill:
-                conn.execute(history_rollup.reopen_statement(started_at))
+                conn.execute(reopen_statement(started_at))
             return SyncRecord(
                 sync_id=sync_id,
                 resource=resource,
@@ -606,7 +475,7 @@ class SyncStore:
             state_params = params
             if success:
                 after = params["p_watermark_after"]
-                if outcome.watermark_after is None and _later(row.watermark_before, after):
+                if outcome.watermark_after is None and time_is_rewind(row.watermark_before, after):
                     # The default never moves a watermark (advanced ahead of time) backwards.
                     after = row.watermark_before
                     conn.execute(_FIX_HISTORY_WATERMARK, params | {"p_watermark_after": after})
@@ -614,19 +483,18 @@ class SyncStore:
                 time_moved = after != row.watermark_before
                 moved = time_moved or (cursor_advanced and cursor_after != row.cursor_before)
                 change = _change(resource, sync_id, "advance", row, after, cursor_after, ended_at)
-                refusal = self._check_move(
+                error = refusal(
                     resource,
-                    row,
-                    after,
-                    cursor_after,
-                    time_moved,
-                    outcome.allow_rewind,
-                    cursor_advanced,
-                    ended_at,
-                    max_ahead,
+                    row.watermark_before,
+                    row.cursor_before,
+                    after if time_moved else None,
+                    cursor_after if cursor_advanced else None,
+                    allow_rewind=outcome.allow_rewind,
+                    now=ended_at,
+                    max_ahead=max_ahead,
                 )
-                if refusal is not None:
-                    raise _Refused(refusal, change)
+                if error is not None:
+                    raise Refused(error, change)
                 state_params = params | {
                     "p_watermark_after": after,
                     "p_watermark_before": row.watermark_before,
@@ -650,43 +518,21 @@ class SyncStore:
                     and held.last_sync_status == "running"
                 )
                 if success and ours:
-                    raise _Refused(_conflict(resource, row, held, change), change)
+                    raise Refused(_conflict(resource, row, held, change), change)
                 # History said running but the state moved on: never half-write.
                 raise SyncStateError(
                     f"sync_state of resource {resource!r} no longer belongs to sync {sync_id}; "
                     "nothing was recorded"
                 )
             if changes:
-                conn.execute(_INSERT_CHANGE, changes)
+                conn.execute(INSERT_CHANGE, changes)
 
         what = f"finish sync {sync_id} of resource {resource!r}"
         try:
             self.db.write_hot(tx, what)
-        except _Refused as refused:
+        except Refused as refused:
             self._finish_refused(sync_id, resource, started_at, outcome, refused)
             raise refused.error from None
-
-    def _check_move(
-        self,
-        resource: str,
-        before: Any,
-        after: dt.datetime,
-        cursor_after: Any,
-        time_moved: bool,
-        allow_rewind: bool,
-        cursor_advanced: bool,
-        now: dt.datetime,
-        max_ahead: dt.timedelta | None,
-    ) -> WatermarkError | None:
-        """The refusal of a sync's proposed watermark, None when it may be written."""
-        if not allow_rewind:
-            if _later(before.watermark_before, after):
-                return WatermarkRewindError(resource, before.watermark_before, after)
-            if cursor_advanced and cursor_is_rewind(before.cursor_before, cursor_after):
-                return WatermarkRewindError(resource, before.cursor_before, cursor_after)
-        if time_moved and max_ahead is not None and after > now + max_ahead:
-            return WatermarkAheadError(resource, before.watermark_before, after, now + max_ahead)
-        return None
 
     def _finish_refused(
         self,
@@ -694,7 +540,7 @@ class SyncStore:
         resource: str,
         started_at: dt.datetime,
         outcome: SyncOutcome,
-        refused: _Refused,
+        refused: Refused,
     ) -> None:
         """Finish the sync failed with the refusal's error, and keep the refused change."""
         error = refused.error
@@ -814,268 +660,6 @@ class SyncStore:
 
         return self.db.write(tx, f"reap sync {sync_id}")
 
-    # -- manual watermark changes ----------------------------------------------------------
-
-    def set_watermark(
-        self,
-        resource: str,
-        value: Any,
-        *,
-        reason: str,
-        changed_by: str | None = None,
-        allow_rewind: bool = False,
-        max_ahead: dt.timedelta | None = DEFAULT_MAX_AHEAD,
-        now: dt.datetime | None = None,
-    ) -> WatermarkChange:
-        """Set a resource's watermark by hand; the change is kept with who made it and why.
-
-        A ``datetime`` sets the time watermark (``last_sync_time``); any other JSON value sets
-        the ``cursor``. The next sync starts from it. A resource that never synced gets a
-        ``never_run`` state row holding it.
-
-        Args:
-            resource: the resource whose watermark to set.
-            value: the new watermark (a timezone-aware datetime) or cursor (JSON, not None).
-            reason: why, for the audit trail (required).
-            changed_by: who; default the OS user running this process.
-            allow_rewind: allow a value older than the current one (kind ``rewind``).
-            max_ahead: refuse a time watermark beyond ``now + max_ahead``; None: no limit.
-            now: the time of the change (default: now).
-
-        Raises:
-            WatermarkBusyError: a sync of the resource is running.
-            WatermarkRewindError: the value is older than the current one, without allow_rewind.
-            WatermarkAheadError: the value is beyond now + max_ahead.
-            WatermarkConflictError: the watermark changed while this change was being made.
-            InvalidInputError: a naive datetime, a non-JSON or None cursor, an empty reason.
-
-        A refusal is kept in ``watermark_changes`` (kind ``refused``) and nothing else changes.
-        """
-        check_name("resource", resource)
-        if isinstance(value, dt.datetime):
-            time_value: dt.datetime | None = check_aware("value", value)
-            cursor_value: Any = None
-        else:
-            check_json("value", value)
-            if value is None:
-                raise InvalidInputError("value", value, "must be a datetime or a JSON cursor")
-            time_value, cursor_value = None, value
-        return self._change_watermark(
-            resource,
-            time_value,
-            cursor_value,
-            set_time=time_value is not None,
-            set_cursor=time_value is None,
-            kind=None,
-            allow_rewind=allow_rewind,
-            reason=reason,
-            changed_by=changed_by,
-            max_ahead=max_ahead,
-            now=now,
-        )
-
-    def rewind_to_sync(
-        self,
-        resource: str,
-        sync_id: str,
-        *,
-        reason: str,
-        changed_by: str | None = None,
-        max_ahead: dt.timedelta | None = DEFAULT_MAX_AHEAD,
-        now: dt.datetime | None = None,
-    ) -> WatermarkChange:
-        """Put a resource's watermark back to what a successful sync left it at.
-
-        The time watermark becomes that sync's ``watermark_after`` and the cursor its
-        ``cursor_after`` (or, when it did not advance the cursor, the cursor it started from).
-        The change is kept in ``watermark_changes`` (kind ``rewind``) with who and why; the
-        next sync starts from it. Same refusals as :meth:`set_watermark`, except that moving
-        backwards is the point and always allowed.
-
-        Raises:
-            InvalidInputError: ``sync_id`` is not a successful sync of ``resource``.
-        """
-        check_name("resource", resource)
-        target = self.get_sync(sync_id)
-        if target is None or target.resource != resource:
-            raise InvalidInputError("sync_id", sync_id, f"is not a sync of resource {resource!r}")
-        if target.sync_status != "success" or target.watermark_after is None:
-            raise InvalidInputError(
-                "sync_id",
-                sync_id,
-                f"is a {target.sync_status} sync; only a successful sync left a watermark",
-            )
-        cursor = target.cursor_after if target.cursor_after is not None else target.cursor_before
-        return self._change_watermark(
-            resource,
-            target.watermark_after,
-            cursor,
-            set_time=True,
-            set_cursor=True,
-            kind="rewind",
-            allow_rewind=True,
-            reason=reason,
-            changed_by=changed_by,
-            max_ahead=max_ahead,
-            now=now,
-        )
-
-    def _change_watermark(
-        self,
-        resource: str,
-        time_value: dt.datetime | None,
-        cursor_value: Any,
-        *,
-        set_time: bool,
-        set_cursor: bool,
-        kind: str | None,
-        allow_rewind: bool,
-        reason: str,
-        changed_by: str | None,
-        max_ahead: dt.timedelta | None,
-        now: dt.datetime | None,
-    ) -> WatermarkChange:
-        if not isinstance(reason, str) or not reason.strip():
-            raise InvalidInputError("reason", reason, "give a reason for the audit trail")
-        if len(reason) > MAX_REASON_LENGTH:
-            raise InvalidInputError("reason", reason, f"is over {MAX_REASON_LENGTH} characters")
-        changed_by = check_name("changed_by", _os_user() if changed_by is None else changed_by)
-        now = check_aware("now", now) if now is not None else utcnow()
-
-        def tx(conn: sa.Connection) -> dict[str, Any]:
-            held = conn.execute(
-                sa.select(
-                    sync_state.c.last_sync_status,
-                    sync_state.c.current_sync_id,
-                    sync_state.c.last_sync_time,
-                    sync_state.c.cursor,
-                ).where(sync_state.c.resource == resource)
-            ).one_or_none()
-            before_time = held.last_sync_time if held is not None else None
-            before_cursor = held.cursor if held is not None else None
-            after_time = time_value if set_time else before_time
-            after_cursor = cursor_value if set_cursor else before_cursor
-            change = {
-                "resource": resource,
-                "sync_id": None,
-                "kind": kind,
-                "watermark_before": before_time,
-                "watermark_after": after_time,
-                "cursor_before": before_cursor,
-                "cursor_after": after_cursor,
-                "changed_at": now,
-                "changed_by": changed_by,
-                "reason": reason,
-            }
-            if held is not None and held.last_sync_status == "running":
-                raise _Refused(WatermarkBusyError(resource, held.current_sync_id), change)
-            backwards = _later(before_time, after_time) or (
-                set_cursor and cursor_is_rewind(before_cursor, after_cursor)
-            )
-            if backwards and not allow_rewind:
-                shown = (before_time, after_time) if set_time else (before_cursor, after_cursor)
-                raise _Refused(WatermarkRewindError(resource, *shown), change)
-            if (
-                set_time
-                and max_ahead is not None
-                and after_time is not None
-                and after_time > now + max_ahead
-            ):
-                raise _Refused(
-                    WatermarkAheadError(resource, before_time, after_time, now + max_ahead), change
-                )
-            change["kind"] = kind or ("rewind" if backwards else "set")
-            values = {
-                "last_sync_time": after_time,
-                "cursor": after_cursor,
-                "watermark_advanced_at": now,
-                "syncs_since_advance": 0,
-                "updated_at": now,
-            }
-            if held is None:
-                inserted = conn.execute(
-                    self.db.insert(sync_state)
-                    .values(
-                        resource=resource, last_sync_status="never_run", created_at=now, **values
-                    )
-                    .on_conflict_do_nothing(index_elements=["resource"])
-                    .returning(sync_state.c.resource)
-                ).one_or_none()
-                done = inserted is not None
-            else:
-                done = (
-                    conn.execute(
-                        sa.update(sync_state)
-                        .where(
-                            sync_state.c.resource == resource,
-                            sync_state.c.last_sync_status != "running",
-                            sync_state.c.last_sync_time.is_not_distinct_from(
-                                sa.bindparam("p_before_time", before_time, type_=UTCDateTime())
-                            ),
-                            _same_json(
-                                self.dialect,
-                                sync_state.c.cursor,
-                                sa.bindparam("p_before_cursor", before_cursor, type_=JSONType),
-                            ),
-                        )
-                        .values(values)
-                        .returning(sync_state.c.resource)
-                    ).one_or_none()
-                    is not None
-                )
-            if not done:  # a sync started or the watermark changed since we read it
-                now_held = conn.execute(
-                    sa.select(
-                        sync_state.c.last_sync_status,
-                        sync_state.c.current_sync_id,
-                        sync_state.c.last_sync_time,
-                        sync_state.c.cursor,
-                    ).where(sync_state.c.resource == resource)
-                ).one()
-                if now_held.last_sync_status == "running":
-                    raise _Refused(WatermarkBusyError(resource, now_held.current_sync_id), change)
-                current = now_held.last_sync_time if set_time else now_held.cursor
-                expected = before_time if set_time else before_cursor
-                proposed = after_time if set_time else after_cursor
-                raise _Refused(
-                    WatermarkConflictError(resource, current, proposed, expected), change
-                )
-            change_id = conn.execute(
-                _INSERT_CHANGE.returning(watermark_changes.c.change_id), change
-            ).scalar_one()
-            return change | {"change_id": change_id}
-
-        try:
-            written = self.db.write(tx, f"set the watermark of resource {resource!r}")
-        except _Refused as refused:
-            self._record_refusal(refused)
-            raise refused.error from None
-        return WatermarkChange(**written)
-
-    def _record_refusal(self, refused: _Refused) -> None:
-        code = getattr(refused.error, "code", type(refused.error).__name__)
-        change = refused.change | {
-            "kind": "refused",
-            "reason": f"{code}: {refused.error}"
-            + (f" (reason given: {refused.change['reason']})" if refused.change["reason"] else ""),
-        }
-        self.db.write(lambda conn: conn.execute(_INSERT_CHANGE, change), "record a refused change")
-
-    def watermark_changes(
-        self, resource: str | None = None, *, limit: int | None = 50
-    ) -> list[WatermarkChange]:
-        """Changes of watermarks (and refused ones), newest first; one resource's or all."""
-        query = sa.select(watermark_changes).order_by(
-            watermark_changes.c.changed_at.desc(), watermark_changes.c.change_id.desc()
-        )
-        if resource is not None:
-            query = query.where(watermark_changes.c.resource == resource)
-        if limit is not None:
-            query = query.limit(limit)
-        return self.db.read(
-            lambda conn: _all(conn, query, WatermarkChange), "list watermark changes"
-        )
-
     # -- reads -----------------------------------------------------------------------------
 
     def get_state(self, resource: str) -> SyncState | None:
@@ -1160,35 +744,6 @@ class SyncStore:
         return self.db.read(lambda conn: _all(conn, query, SyncRecord), "list history")
 
 
-def utcnow() -> dt.datetime:
-    """The current time, timezone-aware UTC (the one clock every layer reads)."""
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        return "unknown"
-
-
-def _later(a: dt.datetime | None, b: dt.datetime | None) -> bool:
-    """Whether ``a`` is later than ``b`` (False when either is missing)."""
-    return a is not None and b is not None and a > b
-
-
-def cursor_is_rewind(current: Any, proposed: Any) -> bool:
-    """Whether a cursor moves backwards; only numbers and strings have an order to check."""
-    numbers = (int, float)
-    if isinstance(current, bool) or isinstance(proposed, bool):
-        return False
-    if isinstance(current, numbers) and isinstance(proposed, numbers):
-        return proposed < current
-    if isinstance(current, str) and isinstance(proposed, str):
-        return proposed < current
-    return False
-
-
 def _change(
     resource: str,
     sync_id: str,
@@ -1234,13 +789,4 @@ def _all(conn: sa.Connection, query: sa.Select[Any], record: type[T]) -> list[T]
     return [record(**row) for row in conn.execute(query).mappings()]
 
 
-__all__: Sequence[str] = (
-    "DEFAULT_MAX_AHEAD",
-    "RefusedChange",
-    "SyncOutcome",
-    "SyncRecord",
-    "SyncState",
-    "SyncStore",
-    "WatermarkChange",
-    "cursor_is_rewind",
-)
+__all__: Sequence[str] = ("ROLLUP_MODES", "SyncStore")

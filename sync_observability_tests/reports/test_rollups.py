@@ -13,10 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 from sync_observability import SyncOutcome, SyncStore
+from sync_observability.clock import utcnow
 from sync_observability.errors import InvalidInputError
 from sync_observability.health import health_indicator
 from sync_observability.reports import REPORTS, cost_trends, quality_trends, status, top_errors
-from sync_observability.storage import history_rollup
+from sync_observability.storage.reporting import hourly_rollups
 from sync_observability.storage.retention_store import RetentionStore
 from sync_observability.storage.schema import (
     sync_history,
@@ -26,7 +27,6 @@ from sync_observability.storage.schema import (
     sync_rollup_state,
     sync_volume_baseline,
 )
-from sync_observability.tracking import utcnow
 from sync_observability_tests.reports.history import (
     DEALS_RUNNING,
     KNOWN_HISTORY,
@@ -90,6 +90,7 @@ def assert_rolled_equals_live(store: SyncStore) -> None:
     assert rolled == live_answers(store)
 
 
+@pytest.mark.slow
 def test_reports_from_rollups_equal_reports_from_history(store):
     ids = add_runs(store, KNOWN_HISTORY)
     assert_rolled_equals_live(store)
@@ -107,6 +108,7 @@ def pending(store: SyncStore) -> dict[str, bool]:
         return dict(conn.execute(sa.select(sync_rollup_pending.c["sync_id", "finished"])).all())
 
 
+@pytest.mark.slow
 def test_a_late_finish_is_added_to_its_rolled_hour(store):
     ids = add_runs(store, KNOWN_HISTORY)
     before = REPORTS["daily-operations"](store, days=1, now=NOW).to_dict("records")
@@ -144,6 +146,7 @@ def test_a_late_finish_is_added_to_its_rolled_hour(store):
     assert_rolled_equals_live(store)
 
 
+@pytest.mark.slow
 def test_a_backfilled_start_reopens_its_day(store):
     add_runs(store, KNOWN_HISTORY)
     answers(store)  # rolls every closed hour
@@ -168,6 +171,7 @@ def test_a_backfilled_start_reopens_its_day(store):
     assert_rolled_equals_live(store)
 
 
+@pytest.mark.slow
 def test_retention_retires_the_hours_it_deletes_from(store):
     add_runs(store, KNOWN_HISTORY)
     answers(store)
@@ -236,6 +240,7 @@ def test_status_colour_in_sql_agrees_with_health_indicator(store):
     assert {r for r, c in expected.items() if c == "green"} == set()  # a day later: all stale
 
 
+@pytest.mark.slow
 def test_read_mode_uses_the_rolled_hours_and_writes_nothing(store):
     """``rollups="read"`` (a read-only replica or user): whatever is rolled up, no refresh."""
     ids = add_runs(store, KNOWN_HISTORY)
@@ -290,6 +295,7 @@ def volume_answers(store: SyncStore) -> list:
     ]
 
 
+@pytest.mark.slow
 def test_volume_baselines_follow_backfills_and_retention(store):
     """The daily counts and per-resource baselines give the live answer after every change."""
     add_runs(store, _busy_history())
@@ -378,6 +384,7 @@ def test_todays_closed_hours_come_from_the_daily_counts(store):
         assert counted == ({"clock/a": closed, "clock/b": 1} if today[0] < until else {})
 
 
+@pytest.mark.slow
 def test_top_errors_with_a_late_failure_in_a_rolled_hour(store):
     """More groups than the report shows, and a run rolled up while running that fails later."""
     runs = []
@@ -429,6 +436,7 @@ def test_top_errors_with_a_late_failure_in_a_rolled_hour(store):
     assert [r["error_count"] for r in slow_row] == [5]
 
 
+@pytest.mark.slow
 def test_retention_before_any_report_starts_the_rollups_at_its_cutoff(store):
     add_runs(store, KNOWN_HISTORY)
     assert rollup_state(store) is None
@@ -440,6 +448,7 @@ def test_retention_before_any_report_starts_the_rollups_at_its_cutoff(store):
     assert rollup_state(store).rolled_from == at("06-12 11:00")
 
 
+@pytest.mark.slow
 def test_a_backfill_before_the_rolled_hours_reopens_nothing(store):
     add_runs(store, KNOWN_HISTORY[1:])  # from 06-10 09:00 on
     answers(store)
@@ -467,9 +476,10 @@ def test_archived_runs_count_in_the_per_resource_quality_trend(store):
     assert [(r["date"].day, r["runs"]) for r in overall] == [(15, 2), (14, 1)]
 
 
+@pytest.mark.slow
 def test_a_first_fill_rolls_up_a_step_of_history_per_transaction(store, monkeypatch):
     """Each transaction rolls up FILL_STEP from the next run on; the answers do not change."""
-    monkeypatch.setattr(history_rollup, "FILL_STEP", dt.timedelta(hours=1))
+    monkeypatch.setattr(hourly_rollups, "FILL_STEP", dt.timedelta(hours=1))
     add_runs(store, KNOWN_HISTORY)
     commits = []
 
@@ -478,7 +488,7 @@ def test_a_first_fill_rolls_up_a_step_of_history_per_transaction(store, monkeypa
 
     sa.event.listen(store.engine, "commit", count)
     try:
-        history_rollup.refresh_rollups(store)
+        hourly_rollups.refresh_rollups(store)
     finally:
         sa.event.remove(store.engine, "commit", count)
     with store.engine.connect() as conn:

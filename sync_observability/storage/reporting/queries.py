@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_observability.storage import history_rollup as rollup
+from sync_observability.storage.reporting import hourly_rollups as rollup
 from sync_observability.storage.schema import (
     Float,
     UTCDateTime,
@@ -108,7 +108,7 @@ def _partials(
     *,
     status: str | None = None,
 ) -> sa.Subquery:
-    """The roll-ups' closed hours plus the live rest of ``[since, until]`` (see history_rollup)."""
+    """The roll-ups' closed hours plus the live rest of ``[since, until]`` (see hourly_rollups)."""
     coverage = rollup.report_coverage(store)
     only = None if status is None else (lambda column: column == status)
     return rollup.hourly_partials(store, coverage, since, until, measures, only=only)
@@ -440,11 +440,12 @@ __all__: Sequence[str] = (
 )
 
 
-def health_case(now: dt.datetime) -> sa.ColumnElement[str]:
-    """Seed 001's colour of a ``sync_state`` row in SQL: ``health.health_indicator``'s rules."""
-    from sync_observability.health import STALE_AFTER, STUCK_AFTER
-
-    return _colour(now - STUCK_AFTER, now - STALE_AFTER)
+def health_case(
+    now: dt.datetime, *, stuck_after: dt.timedelta, stale_after: dt.timedelta
+) -> sa.ColumnElement[str]:
+    """Seed 001's colour of a ``sync_state`` row in SQL: ``health.health_indicator``'s rules,
+    with the limits its callers pass (the reports pass ``health``'s defaults)."""
+    return _colour(now - stuck_after, now - stale_after)
 
 
 def _colour(stuck_before: Any, stale_before: Any) -> sa.ColumnElement[str]:
@@ -458,9 +459,11 @@ def _colour(stuck_before: Any, stale_before: Any) -> sa.ColumnElement[str]:
     )
 
 
-def colour_counts(store: SyncStore, *, now: dt.datetime) -> dict[str, int]:
-    """How many resources are red, yellow and green ``now``."""
-    colour = health_case(now)
+def colour_counts(
+    store: SyncStore, *, now: dt.datetime, stuck_after: dt.timedelta, stale_after: dt.timedelta
+) -> dict[str, int]:
+    """How many resources are red, yellow and green ``now``, by :func:`health_case`."""
+    colour = health_case(now, stuck_after=stuck_after, stale_after=stale_after)
     query = sa.select(
         *(sa.func.count().filter(colour == c).label(c) for c in ("red", "yellow", "green"))
     ).select_from(sync_state)
@@ -495,17 +498,20 @@ def _state_health_query(dialect: str, include_healthy: bool) -> sa.Select[Any]:
 
 
 def state_health(
-    store: SyncStore, *, now: dt.datetime, include_healthy: bool
+    store: SyncStore,
+    *,
+    now: dt.datetime,
+    include_healthy: bool,
+    stuck_after: dt.timedelta,
+    stale_after: dt.timedelta,
 ) -> dict[str, list[Any]]:
-    """The columns of the status report with each resource's colour, red and yellow only unless
-    ``include_healthy``, unordered.
+    """The columns of the status report with each resource's colour (:func:`health_case`), red
+    and yellow only unless ``include_healthy``, unordered.
 
     The unhealthy rows are found through ``ix_sync_state_not_success`` (failed, running, never
     run) and ``ix_sync_state_last_sync_time`` (stale)."""
-    from sync_observability.health import STALE_AFTER, STUCK_AFTER
-
     query = _state_health_query(store.dialect, include_healthy)
-    params = {"stuck_before": now - STUCK_AFTER, "stale_before": now - STALE_AFTER}
+    params = {"stuck_before": now - stuck_after, "stale_before": now - stale_after}
     return _columns(store, query, params, "read resource health")
 
 
@@ -584,6 +590,6 @@ def daily_totals(
 
 
 def rollup_cost_decimals() -> int:
-    from sync_observability.storage.rollups import COST_DECIMALS
+    from sync_observability.storage.reporting.daily_costs import COST_DECIMALS
 
     return COST_DECIMALS

@@ -1,9 +1,10 @@
-"""Daily roll-ups per resource (seed 002's CostTrends), computed by one query over the history.
+"""Daily cost and volume per resource (seed 002's CostTrends): a read-only query, no table.
 
-There is no second write path: executions, successes, failures, duration and records come from
-``sync_history`` (and ``sync_history_archive``, where retention moved older rows), cost and data
-volume from the run metrics the tracker stores in ``metadata["metrics"]`` (see
-``sync_observability/metrics.py``). A day is a UTC calendar day of the sync's start time.
+Each call computes its days from the history; unlike :mod:`.hourly_rollups`, nothing is kept.
+Executions, successes, failures, duration and records come from ``sync_history`` (and
+``sync_history_archive``, where retention moved older rows), cost and data volume from the run
+metrics the tracker stores in ``metadata["metrics"]`` (see ``sync_observability/metrics.py``).
+A day is a UTC calendar day of the sync's start time.
 
 The JSON is read with each dialect's functions (``->``/``->>`` on PostgreSQL, ``json_extract`` on
 SQLite); cost is rounded to micro-dollars in SQL so both engines return the same figure (SQLite

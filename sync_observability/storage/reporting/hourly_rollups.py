@@ -28,8 +28,8 @@ Rows that change an already-rolled hour anyway are handled where they are writte
 
 - a sync started with a ``started_at`` more than ``BACKFILL_AFTER`` in the past (a backfill)
   moves ``rolled_until`` back to its day's midnight in the same transaction
-  (:func:`reopen_statement`), so the next refresh aggregates that day again; normal syncs pay
-  nothing;
+  (:mod:`.backfills`, which the tracker's hot path imports instead of this module), so the next
+  refresh aggregates that day again; normal syncs pay nothing;
 - retention, before it deletes history rows older than a cutoff, moves ``rolled_from`` up past
   the cutoff and drops the roll-ups below it (:func:`retire_before`): hours that lose rows are
   read live from then on.
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from sync_observability.clock import DAY, ceil_day, ceil_hour, floor_day, floor_hour, utcnow
 from sync_observability.storage.schema import (
     UTCDateTime,
     sync_history,
@@ -59,9 +60,6 @@ if TYPE_CHECKING:
     from sync_observability.storage.store import SyncStore
 
 GRACE = dt.timedelta(minutes=5)
-BACKFILL_AFTER = dt.timedelta(minutes=1)
-HOUR = dt.timedelta(hours=1)
-DAY = dt.timedelta(days=1)
 ERROR_SUMMARY_LENGTH = 100  # seed 004: LEFT(error_message, 100)
 ANALYZE_AFTER = dt.timedelta(hours=24)  # a refresh spanning this many hours analyzes the tables
 FILL_STEP = dt.timedelta(hours=24)  # the most history one refresh transaction rolls up
@@ -73,28 +71,6 @@ class Coverage:
 
     rolled_from: dt.datetime
     rolled_until: dt.datetime
-
-
-def floor_hour(moment: dt.datetime) -> dt.datetime:
-    """The start of ``moment``'s UTC hour."""
-    return moment.astimezone(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
-
-
-def ceil_hour(moment: dt.datetime) -> dt.datetime:
-    """The first hour start at or after ``moment``."""
-    start = floor_hour(moment)
-    return start if start == moment else start + HOUR
-
-
-def floor_day(moment: dt.datetime) -> dt.datetime:
-    """Midnight UTC of ``moment``'s day."""
-    return floor_hour(moment).replace(hour=0)
-
-
-def ceil_day(moment: dt.datetime) -> dt.datetime:
-    """The first midnight UTC at or after ``moment``."""
-    start = floor_day(moment)
-    return start if start == moment else start + DAY
 
 
 _TRUNCATED = {"hour": "'%Y-%m-%d %H:00:00.000000'", "day": "'%Y-%m-%d 00:00:00.000000'"}
@@ -217,8 +193,6 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
     Idempotent and safe to run concurrently (the state row is locked; SQLite serializes
     writers). None while ``sync_history`` is empty.
     """
-    from sync_observability.storage.store import utcnow
-
     dialect = store.dialect
     h = sync_history.c
 
@@ -358,8 +332,8 @@ def _refresh_days(
     """Add the hours ``[before.rolled_until, until)`` to the syncs per resource and day.
 
     A day's row counts the hours of that day before ``rolled_until``. A backfill moves
-    ``rolled_until`` back to a midnight (:func:`reopen_statement`): the rows from there on are
-    dropped and counted again, with the baselines that summed them.
+    ``rolled_until`` back to a midnight (:func:`.backfills.reopen_statement`): the rows from
+    there on are dropped and counted again, with the baselines that summed them.
     """
     current = before.rolled_until
     d = sync_history_daily.c
@@ -406,42 +380,12 @@ def report_coverage(store: SyncStore) -> Coverage | None:
     return store.db.read(read, "read report roll-ups coverage")
 
 
-def reopen_statement(started_at: dt.datetime) -> sa.Update:
-    """The UPDATE that makes the day of a backfilled ``started_at`` (and later ones) open.
-
-    Run in the transaction that inserts the history row; it waits for a concurrent refresh's
-    lock, so the refresh either saw the row or is undone from that hour by this update.
-    """
-    hour = floor_day(started_at)  # the day's count in sync_history_daily is redone whole
-    state = sync_rollup_state.c
-    return (
-        sa.update(sync_rollup_state)
-        # Hours before rolled_from are read live: a backfill there changes no roll-up.
-        .where(state.rolled_until > hour, state.rolled_from <= floor_hour(started_at))
-        .values(
-            rolled_until=sa.case(
-                (state.rolled_from < hour, sa.literal(hour, UTCDateTime())),
-                else_=state.rolled_from,
-            )
-        )
-    )
-
-
-def is_backfill(started_at: dt.datetime, now: dt.datetime) -> bool:
-    """Whether a sync starting at ``started_at`` may land in an hour already rolled up."""
-    if started_at.tzinfo is None:
-        return False  # refused with its own error when the row is written
-    return started_at < now - BACKFILL_AFTER
-
-
 def retire_before(store: SyncStore, before: dt.datetime) -> None:
     """Stop using the roll-ups for hours that start before ``before`` (retention calls this).
 
     Rows older than ``before`` may be deleted after this; the hours that hold them are then
     read from ``sync_history`` by the reports.
     """
-    from sync_observability.storage.store import utcnow
-
     boundary = ceil_hour(before)
 
     def tx(conn: sa.Connection) -> None:
@@ -761,7 +705,6 @@ def mean(dialect: str, total: Any, count: Any) -> Any:
 
 
 __all__: Sequence[str] = (
-    "BACKFILL_AFTER",
     "GRACE",
     "Coverage",
     "refresh_rollups",
