@@ -12,8 +12,8 @@ In one run:
    30 minutes), 1% whose last run was 5 to 10x slower than usual, 1% whose last run processed a
    spike or a drop of records. The Dagster instance (``dg.instance_for_test`` on a fresh
    PostgreSQL database) holds the runs of the running syncs.
-2. **Sensor ticks.** Every sensor of ``sync_observability.sensors.SYNC_SENSORS``, as the daemon
-   runs it: a new ``dg.build_sensor_context(instance=..., resources={"sync_tracker":
+2. **Sensor ticks.** Every sensor of ``sync_observability.alerts.sensors.SYNC_SENSORS``, as the
+   daemon runs it: a new ``dg.build_sensor_context(instance=..., resources={"sync_tracker":
    SyncTracker(...), "sync_alerting": SyncAlerting()})`` per tick (LogSink only), ``--ticks``
    ticks in a row. The first tick opens the alerts and delivers them (and the stuck-run sensor
    reaps the orphaned and timed-out syncs, one transaction each: part of the measured tick);
@@ -65,9 +65,9 @@ import dagster as dg
 import sqlalchemy as sa
 
 from sync_observability import SyncStore, SyncTracker
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.rules import RULES
-from sync_observability.sensors import (
+from sync_observability.alerts.sensors import (
     SYNC_SENSORS,
     sync_consecutive_failures_sensor,
     sync_slow_syncs_sensor,

@@ -14,7 +14,21 @@ Examples:
             return dg.MaterializeResult(metadata=sync.metadata)
 """
 
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
+from sync_observability.alerts.sensors import (
+    make_consecutive_failures_sensor,
+    make_slow_syncs_sensor,
+    make_stale_watermarks_sensor,
+    make_stuck_runs_sensor,
+    make_volume_anomalies_sensor,
+    make_watermark_not_moving_sensor,
+    sync_consecutive_failures_sensor,
+    sync_slow_syncs_sensor,
+    sync_stale_watermarks_sensor,
+    sync_stuck_runs_sensor,
+    sync_volume_anomalies_sensor,
+    sync_watermark_not_moving_sensor,
+)
 from sync_observability.checks import make_sync_health_checks
 from sync_observability.definitions import sync_observability_definitions
 from sync_observability.errors import (
@@ -34,21 +48,8 @@ from sync_observability.errors import (
     WatermarkRewindError,
 )
 from sync_observability.retention import sync_retention_job, sync_retention_schedule
-from sync_observability.sensors import (
-    make_consecutive_failures_sensor,
-    make_slow_syncs_sensor,
-    make_stale_watermarks_sensor,
-    make_stuck_runs_sensor,
-    make_volume_anomalies_sensor,
-    make_watermark_not_moving_sensor,
-    sync_consecutive_failures_sensor,
-    sync_slow_syncs_sensor,
-    sync_stale_watermarks_sensor,
-    sync_stuck_runs_sensor,
-    sync_volume_anomalies_sensor,
-    sync_watermark_not_moving_sensor,
-)
-from sync_observability.storage.store import SyncOutcome, SyncRecord, SyncState, SyncStore
+from sync_observability.storage.records import SyncOutcome, SyncRecord, SyncState
+from sync_observability.storage.store import SyncStore
 from sync_observability.tracking import SyncRun, SyncTracker
 
 __version__ = "0.1.0"

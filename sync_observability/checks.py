@@ -16,14 +16,15 @@ from typing import Any
 
 import dagster as dg
 
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.rules import (
     AlertPolicy,
     check_consecutive_failures,
     check_stale_watermarks,
 )
-from sync_observability.storage.store import SyncState
-from sync_observability.tracking import SyncTracker, utcnow
+from sync_observability.clock import utcnow
+from sync_observability.storage.records import SyncState
+from sync_observability.tracking import SyncTracker
 
 CHECK_NAME = "sync_health"
 
@@ -43,9 +44,9 @@ def make_sync_health_checks(
         asset_keys_or_assets: asset keys (``AssetKey``, ``"vantage/accounts"``, a list of
             parts), asset specs, or assets definitions (every key of a multi-asset).
         consecutive_failures_threshold: failures in a row that fail the check (ERROR); default
-            the alerting resource's, else 3.
+            the alerting resource's, else the rule's (``Thresholds``: 3).
         stale_after_hours: hours without a successful sync that fail the check (WARN); default
-            the alerting resource's, else 24.
+            the alerting resource's, else the rule's (``Thresholds``: 24).
         alerting: the ``sync_alerting`` resource the sensors use: its thresholds, per-resource
             overrides and muted resources apply (a muted resource's check passes). The two
             arguments above, when given, replace its global thresholds only.

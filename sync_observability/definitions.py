@@ -6,11 +6,11 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
+from sync_observability.alerts.sensors import SYNC_SENSORS
 from sync_observability.checks import AssetLike, make_sync_health_checks
 from sync_observability.report_asset import sync_health_report
 from sync_observability.retention import sync_retention_job, sync_retention_schedule
-from sync_observability.sensors import SYNC_SENSORS
 from sync_observability.tracking import SyncTracker
 
 
@@ -31,8 +31,9 @@ def sync_observability_definitions(
             ``SyncAlerting()``, which alerts to the Dagster log only.
         assets_to_check: assets (or keys) that get a ``sync_health`` asset check, with the
             alerting resource's failure and staleness thresholds.
-        sensors: include the five alert sensors (consecutive failures, stuck runs, stale
-            watermarks, slow syncs, volume anomalies), running by default.
+        sensors: include the six alert sensors (consecutive failures, stuck runs, stale
+            watermarks, slow syncs, volume anomalies, watermark not moving), running by
+            default.
 
     Examples:
         .. code-block:: python

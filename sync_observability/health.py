@@ -1,7 +1,9 @@
 """Health colours and the status overview: seed 001's dashboard query as pure functions.
 
 No SQL and no Dagster here: rows from ``SyncStore.list_states()`` plus ``now`` in, plain data out,
-so the rules are tested without a database and the CLI, reports and sensors agree on them.
+so the rules are tested without a database and the CLI, reports and sensors agree on them. The
+default limits are the alert rules' (:class:`~sync_observability.alerts.rules.Thresholds`), and
+the reports hand the same ones to the SQL that colours resources.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from sync_observability.storage.store import SyncState
+from sync_observability.alerts.rules import Thresholds
+from sync_observability.storage.records import SyncState
 
 Health = Literal["red", "yellow", "green"]
 
-STUCK_AFTER = dt.timedelta(minutes=30)
-STALE_AFTER = dt.timedelta(hours=24)
+STUCK_AFTER: dt.timedelta = Thresholds().stuck_after
+"""A running sync older than this is stuck (red): the stuck-run rule's default, 30 minutes."""
+STALE_AFTER: dt.timedelta = Thresholds().stale_after
+"""A watermark older than this is stale (yellow): the stale rule's default, 24 hours."""
 HEALTH_ORDER: dict[str, int] = {"red": 0, "yellow": 1, "green": 2}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sync_observability.health import health_indicator, status_overview
-from sync_observability.storage.store import SyncState
+from sync_observability.storage.records import SyncState
 
 NOW = dt.datetime(2025, 11, 5, 12, 0, tzinfo=dt.timezone.utc)
 MINUTE = dt.timedelta(minutes=1)

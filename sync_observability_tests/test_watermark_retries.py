@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 
 from sync_observability import SyncTracker
-from sync_observability.alerting import SyncAlerting
-from sync_observability.sensors import sync_consecutive_failures_sensor
+from sync_observability.alerts.resources import SyncAlerting
+from sync_observability.alerts.sensors import sync_consecutive_failures_sensor
+from sync_observability.clock import utcnow
 from sync_observability.storage.alert_store import AlertStore
-from sync_observability.storage.store import utcnow
 from sync_observability_tests.alerts.dagster_helpers import tick
 from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
 

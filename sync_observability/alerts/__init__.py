@@ -1,7 +1,16 @@
 """Alerts: rules that find problems in sync state, their lifecycle, and where they are sent.
 
-The rules are pure functions (``sync_state`` rows + ``now`` + thresholds -> findings); see
-:mod:`sync_observability.alerts.rules`.
+- :mod:`~sync_observability.alerts.rules`: pure functions (``sync_state`` rows + ``now`` +
+  thresholds -> findings) and :class:`Thresholds`, the one place the default limits live;
+- :mod:`~sync_observability.alerts.lifecycle`: findings open, refresh and resolve alerts, due
+  notifications are delivered; :mod:`~sync_observability.alerts.sinks`: log, webhook, Slack;
+- :mod:`~sync_observability.alerts.reaping`: stuck and orphaned syncs marked failed (the
+  tracker and the stuck-run sensor);
+- :mod:`~sync_observability.alerts.resources`: the ``SyncAlerting`` resource;
+  :mod:`~sync_observability.alerts.sensors`: the six Dagster sensors.
+
+This package imports only the rules, so the tracker can import :mod:`.reaping` without
+loading the sensors and sinks; the Dagster objects are imported from ``sync_observability``.
 """
 
 from sync_observability.alerts.rules import (

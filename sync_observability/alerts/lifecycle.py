@@ -6,7 +6,8 @@ sends what is due:
 
 - ``opened``: once per alert, when it opens;
 - ``reminder``: while it stays open, every ``renotify_after`` after the last notification;
-- ``resolved``: once, when its condition cleared, with a resolution message.
+- ``resolved``: once, when its condition cleared, with a resolution message and the
+  resource's state that cleared it.
 
 Delivery is at least once. A notification is claimed by one tick (so racing ticks send it
 once), sent to every sink, and marked delivered once all sinks accepted it: in groups, every
@@ -63,10 +64,11 @@ from sync_observability.alerts.rules import (
     Finding,
 )
 from sync_observability.alerts.sinks import Sink, SinkError
+from sync_observability.clock import utcnow
 from sync_observability.errors import InvalidInputError
 from sync_observability.storage.alert_store import Alert, AlertDraft, AlertStore, Claim
+from sync_observability.storage.records import SyncState
 from sync_observability.storage.schema import ALERT_SEVERITIES, MAX_RULE_LENGTH
-from sync_observability.storage.store import utcnow
 from sync_observability.validation import check_aware, check_name
 
 log = logging.getLogger("sync_observability")
@@ -84,10 +86,16 @@ SETTLE_AFTER = dt.timedelta(milliseconds=250)
 
 @dataclasses.dataclass(frozen=True)
 class Notification:
-    """One message about one alert: ``opened``, ``reminder`` or ``resolved``."""
+    """One message about one alert: ``opened``, ``reminder`` or ``resolved``.
+
+    ``state``: for a resolution, the resource's ``sync_state`` when it is sent (the state that
+    resolved the alert, unless later syncs ran before a failed delivery was retried); the sinks
+    describe it instead of the open alert's details. None for the other kinds.
+    """
 
     alert: Alert
     kind: str
+    state: SyncState | None = None
 
 
 @dataclasses.dataclass
@@ -369,7 +377,9 @@ class _Tick:
         if kind is None:  # cannot happen while due_kind mirrors the store's rule; never send
             failed.append((alert.alert_id, None, (), None))
             return None
-        notification = Notification(alert, kind)
+        # A resolution says what resolved it: the resource's state now, not the open alert's.
+        state = self.alerts.store.get_state(alert.resource) if kind == RESOLVED else None
+        notification = Notification(alert, kind, state)
         before = list(claim.delivered_sinks) if claim.delivery_kind == kind else []
         accepted = list(before)
         errors = []

@@ -42,7 +42,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from sync_observability.errors import InvalidInputError
-from sync_observability.storage.store import SyncState
+from sync_observability.storage.records import SyncState
 from sync_observability.validation import check_aware
 
 CONSECUTIVE_FAILURES = "consecutive_failures"

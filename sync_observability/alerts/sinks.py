@@ -34,6 +34,7 @@ from sync_observability.errors import ConfigurationError, SyncObservabilityError
 if TYPE_CHECKING:
     from sync_observability.alerts.lifecycle import Notification
     from sync_observability.storage.alert_store import Alert
+    from sync_observability.storage.records import SyncState
 
 _LAST_ERROR_LIMIT = 500
 _RESPONSE_LIMIT = 64 * 1024
@@ -66,13 +67,50 @@ class _SlackClient(Protocol):
 
 def run_url(alert: Alert, dagster_ui_url: str | None) -> str | None:
     """The Dagster UI page of the alert's run, when both the UI URL and the run are known."""
-    if not dagster_ui_url or not alert.dagster_run_id:
+    return _run_page(alert.dagster_run_id, dagster_ui_url)
+
+
+def resolved_state(state: SyncState | None) -> dict[str, Any]:
+    """What a resolution reports in place of the open alert's details: the resource's state.
+
+    Keys: ``last_sync_status``, ``last_sync_time``, ``last_success_at``, ``started_at``,
+    ``completed_at``, ``consecutive_failures``, ``records_synced``, ``sync_id``,
+    ``dagster_run_id``; empty when the resource has no ``sync_state`` row any more.
+    """
+    if state is None:
+        return {}
+    return {
+        "last_sync_status": state.last_sync_status,
+        "last_sync_time": _iso(state.last_sync_time),
+        "last_success_at": _iso(state.last_success_at),
+        "started_at": _iso(state.started_at),
+        "completed_at": _iso(state.completed_at),
+        "consecutive_failures": state.consecutive_failures,
+        "records_synced": state.records_synced,
+        "sync_id": state.current_sync_id,
+        "dagster_run_id": state.dagster_run_id,
+    }
+
+
+def _link(notification: Notification, dagster_ui_url: str | None) -> str | None:
+    """The run a notification points to: the alert's, or for a resolution the resolving one."""
+    if notification.kind == "resolved":
+        state = notification.state
+        return _run_page(None if state is None else state.dagster_run_id, dagster_ui_url)
+    return run_url(notification.alert, dagster_ui_url)
+
+
+def _run_page(run_id: str | None, dagster_ui_url: str | None) -> str | None:
+    if not dagster_ui_url or not run_id:
         return None
-    return f"{dagster_ui_url.rstrip('/')}/runs/{urllib.parse.quote(alert.dagster_run_id, safe='')}"
+    return f"{dagster_ui_url.rstrip('/')}/runs/{urllib.parse.quote(run_id, safe='')}"
 
 
 def format_message(notification: Notification, *, dagster_ui_url: str | None = None) -> str:
     """A readable, multi-line text: what, where, since when, the last error and the run link.
+
+    A resolution says instead what resolved it (the resource's last sync) and links to that
+    sync's run.
 
     Examples:
         .. code-block:: text
@@ -105,9 +143,11 @@ def format_message(notification: Notification, *, dagster_ui_url: str | None = N
         lines.append(f"alert open since {_when(alert.opened_at)}")
     if resolved and alert.resolved_at is not None:
         lines.append(f"alert open from {_when(alert.opened_at)} to {_when(alert.resolved_at)}")
+    if resolved and notification.state is not None:
+        lines.append(f"last sync: {_last_sync(notification.state)}")
     if alert.last_error and not resolved:
         lines.append(f"last error: {_shorten(alert.last_error)}")
-    link = run_url(alert, dagster_ui_url)
+    link = _link(notification, dagster_ui_url)
     if link:
         lines.append(f"run: {link}")
     return "\n".join(lines)
@@ -146,7 +186,9 @@ class WebhookSink:
     The body: ``event`` (opened, reminder, resolved), ``rule``, ``resource``, ``severity``,
     ``message``, ``since``, ``last_error``, ``details``, ``alert_id``, ``run_url``, plus
     ``fingerprint``, ``status``, ``opened_at``, ``resolved_at`` and ``text`` (the readable
-    message). Redirects are not followed.
+    message). A resolution carries the state that resolved it: ``message`` is the resolution
+    message, ``details`` the resource's state (:func:`resolved_state`), ``run_url`` that
+    state's run, and ``last_error`` is null. Redirects are not followed.
 
     Args:
         url: the webhook URL (a secret: never logged).
@@ -179,10 +221,10 @@ class WebhookSink:
             "severity": alert.severity,
             "message": (alert.resolution_message or alert.message) if resolved else alert.message,
             "since": _iso(alert.since),
-            "last_error": alert.last_error,
-            "details": alert.details,
+            "last_error": None if resolved else alert.last_error,
+            "details": resolved_state(notification.state) if resolved else alert.details,
             "alert_id": alert.alert_id,
-            "run_url": run_url(alert, self._dagster_ui_url),
+            "run_url": _link(notification, self._dagster_ui_url),
             "fingerprint": alert.fingerprint,
             "status": alert.status,
             "opened_at": _iso(alert.opened_at),
@@ -320,6 +362,15 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _last_sync(state: SyncState) -> str:
+    """``success, ended 2025-06-01 13:58:00 UTC``; a running sync says when it started."""
+    if state.last_sync_status == "running" and state.started_at is not None:
+        return f"running, started {_when(state.started_at)}"
+    if state.completed_at is not None:
+        return f"{state.last_sync_status}, ended {_when(state.completed_at)}"
+    return state.last_sync_status
+
+
 def _when(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -340,5 +391,6 @@ __all__: Sequence[str] = (
     "SlackSink",
     "WebhookSink",
     "format_message",
+    "resolved_state",
     "run_url",
 )

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from sync_observability import SyncOutcome, SyncStore, SyncTracker
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 
 SECRET = "s3cret-token"
 
@@ -124,10 +124,13 @@ def past_sync(
     processed: int = 0,
     watermark_after: dt.datetime | None = None,
     error_message: str = "failed",
+    dagster_run_id: str | None = None,
 ) -> str:
     """Write one finished sync that happened at ``started_at`` (for age-based rules)."""
     sync_id = str(uuid.uuid4())
-    store.start_sync(sync_id=sync_id, resource=resource, started_at=started_at)
+    store.start_sync(
+        sync_id=sync_id, resource=resource, started_at=started_at, dagster_run_id=dagster_run_id
+    )
     store.finish_sync(
         sync_id=sync_id,
         resource=resource,

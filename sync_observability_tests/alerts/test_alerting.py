@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.sinks import LogSink, SlackSink, WebhookSink
 from sync_observability.errors import ConfigurationError
 

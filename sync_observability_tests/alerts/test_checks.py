@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from sync_observability import SyncTracker
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.checks import CHECK_NAME, make_sync_health_checks
 from sync_observability.definitions import sync_observability_definitions
 from sync_observability_tests.alerts.dagster_helpers import fail, past_sync, utcnow

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.definitions import sync_observability_definitions
 from sync_observability.examples import definitions as example
 from sync_observability.examples.vantage import vantage_assets

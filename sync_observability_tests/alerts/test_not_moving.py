@@ -14,15 +14,15 @@ import dagster as dg
 import pytest
 
 from sync_observability import InvalidInputError, SyncState, SyncTracker
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.rules import (
     WATERMARK_NOT_MOVING,
     AlertPolicy,
     Thresholds,
     check_watermark_not_moving,
 )
+from sync_observability.alerts.sensors import SYNC_SENSORS, sync_watermark_not_moving_sensor
 from sync_observability.errors import ConfigurationError
-from sync_observability.sensors import SYNC_SENSORS, sync_watermark_not_moving_sensor
 from sync_observability_tests.alerts.dagster_helpers import (
     WebhookReceiver,
     tick,

@@ -27,7 +27,7 @@ from sync_observability.alerts import (
     check_volume_anomalies,
 )
 from sync_observability.errors import InvalidInputError
-from sync_observability.storage.store import SyncState
+from sync_observability.storage.records import SyncState
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
 MIN = dt.timedelta(minutes=1)

@@ -14,9 +14,9 @@ import dagster as dg
 import pytest
 
 from sync_observability import SyncTracker
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.rules import CONSECUTIVE_FAILURES, STUCK_RUN
-from sync_observability.sensors import (
+from sync_observability.alerts.sensors import (
     make_consecutive_failures_sensor,
     make_stale_watermarks_sensor,
     sync_stuck_runs_sensor,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ import dagster as dg
 import pytest
 
 from sync_observability import SyncStore, SyncTracker
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.rules import (
     AlertPolicy,
     Finding,
@@ -28,7 +29,7 @@ from sync_observability.alerts.rules import (
     check_volume_anomalies,
     check_watermark_not_moving,
 )
-from sync_observability.sensors import (
+from sync_observability.alerts.sensors import (
     sync_consecutive_failures_sensor,
     sync_slow_syncs_sensor,
     sync_stale_watermarks_sensor,
@@ -185,7 +186,8 @@ def test_each_sensor_finds_what_its_rule_finds_over_every_row(
         policy = alerting.policy()
         for rule, sensor in SENSORS.items():
             message = tick(sensor, instance, tracker, alerting)
-            assert message.startswith("checked 24 resources:"), message
+            # What the tick changed comes first, when it changed anything.
+            assert re.match(r"(alerts: [^;]+; )?checked 24 resources:", message), message
             expected = _expected(store, policy, utcnow())[rule]
             opened = {a.resource: a for a in alerts.open_alerts(rule)}
             assert sorted(opened) == [f.resource for f in expected], (rule, config)

@@ -18,9 +18,9 @@ import dagster as dg
 import pytest
 
 from sync_observability import SyncNotRunningError, SyncTracker
-from sync_observability.alerting import SyncAlerting
+from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.rules import CONSECUTIVE_FAILURES, STALE_WATERMARK, STUCK_RUN
-from sync_observability.sensors import (
+from sync_observability.alerts.sensors import (
     make_consecutive_failures_sensor,
     sync_consecutive_failures_sensor,
     sync_slow_syncs_sensor,
@@ -120,6 +120,88 @@ def test_three_failures_send_one_post_and_a_success_resolves_it(
     assert len(webhook.requests) == 2
     [alert] = AlertStore(tracker.store).list_alerts()
     assert (alert.status, alert.notify_count) == ("resolved", 2)
+
+
+def test_a_tick_that_opened_or_resolved_alerts_says_so_first_and_in_its_log(
+    backend: Backend,
+    tracker: SyncTracker,
+    instance: dg.DagsterInstance,
+    webhook: WebhookReceiver,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # Dagster lists every tick without a run request as "0 runs requested", with the skip
+    # message on hover: a tick that changed something must say so first, and log it.
+    alerting = _alerting(webhook)
+    sensor = sync_consecutive_failures_sensor
+    fail(tracker, "orders", times=3)
+    capfd.readouterr()
+    opened = (
+        "alerts: 1 opened (orders); checked 1 resource: 1 alerting (orders); "
+        "sent 1 notification (opened orders)"
+    )
+    assert tick(sensor, instance, tracker, alerting) == opened
+    assert f"INFO - sync_observability: {opened}" in capfd.readouterr().err
+
+    idle = "checked 1 resource: 1 alerting (orders); 0 notifications pending"
+    assert tick(sensor, instance, tracker, alerting) == idle
+    assert "INFO - sync_observability:" not in capfd.readouterr().err
+
+    succeed(tracker, "orders")
+    resolved = (
+        "alerts: 1 resolved (orders); checked 1 resource: no resource at or over 3 "
+        "consecutive failures; sent 1 notification (resolved orders)"
+    )
+    assert tick(sensor, instance, tracker, alerting) == resolved
+    assert f"INFO - sync_observability: {resolved}" in capfd.readouterr().err
+
+
+def test_a_resolution_sends_the_state_that_resolved_it_not_the_open_alerts(
+    backend: Backend, tracker: SyncTracker, instance: dg.DagsterInstance, webhook: WebhookReceiver
+) -> None:
+    store, now = tracker.store, utcnow()
+    failed_run, good_run = "a" * 36, "b" * 36
+    for minutes in (40, 30, 20):
+        past_sync(
+            store,
+            "orders",
+            started_at=now - dt.timedelta(minutes=minutes),
+            status="failed",
+            error_message="CRM answered 503",
+            dagster_run_id=failed_run,
+        )
+    alerting = _alerting(webhook)
+    tick(sync_consecutive_failures_sensor, instance, tracker, alerting)
+    [opened] = webhook.accepted
+    assert opened["details"]["last_sync_status"] == "failed"
+    assert opened["details"]["last_success_at"] is None
+    assert opened["run_url"] == f"{UI}/runs/{failed_run}"
+
+    good_sync = past_sync(
+        store, "orders", started_at=now - dt.timedelta(minutes=10), dagster_run_id=good_run
+    )
+    tick(sync_consecutive_failures_sensor, instance, tracker, alerting)
+    [_, resolved] = webhook.accepted
+    state = tracker.get_state("orders")
+    assert state is not None
+    assert resolved["event"] == "resolved"
+    assert resolved["message"].startswith("resolved: 'orders' succeeded again after 3 failures")
+    assert resolved["details"] == {
+        "last_sync_status": "success",
+        "last_sync_time": state.last_sync_time.isoformat(),
+        "last_success_at": state.last_success_at.isoformat(),
+        "started_at": (now - dt.timedelta(minutes=10)).isoformat(),
+        "completed_at": (now - dt.timedelta(minutes=10, seconds=-1)).isoformat(),
+        "consecutive_failures": 0,
+        "records_synced": 0,
+        "sync_id": good_sync,
+        "dagster_run_id": good_run,
+    }
+    assert resolved["run_url"] == f"{UI}/runs/{good_run}"
+    assert resolved["last_error"] is None
+    assert failed_run not in resolved["text"] and "503" not in resolved["text"]
+    assert f"run: {UI}/runs/{good_run}" in resolved["text"].splitlines()
+    ended = (now - dt.timedelta(minutes=10, seconds=-1)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"last sync: success, ended {ended}" in resolved["text"].splitlines()
 
 
 def test_thresholds_overrides_and_mutes_come_from_the_resource(
@@ -379,7 +461,7 @@ def test_a_stale_resource_alerts_and_a_fresh_one_does_not(
     message = tick(sync_stale_watermarks_sensor, instance, tracker, alerting)
     assert _events(webhook) == [("opened", STALE_WATERMARK, "orders")]
     assert webhook.accepted[0]["severity"] == "warning"
-    assert message.startswith("checked 2 resources: 1 alerting (orders)")
+    assert message.startswith("alerts: 1 opened (orders); checked 2 resources: 1 alerting (orders)")
 
     succeed(tracker, "orders")
     tick(sync_stale_watermarks_sensor, instance, tracker, alerting)

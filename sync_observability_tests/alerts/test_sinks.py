@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -25,6 +26,7 @@ from sync_observability.alerts.sinks import (
     format_message,
 )
 from sync_observability.storage.alert_store import Alert, AlertStore
+from sync_observability.storage.records import SyncState
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
 SINCE = dt.datetime(2025, 6, 1, 11, 50, 7, tzinfo=dt.timezone.utc)
@@ -232,6 +234,56 @@ def test_webhook_resolution_carries_the_resolution_message(receiver: Receiver) -
     assert body["message"] == RESOLVED.resolution_message
     assert body["resolved_at"] == "2025-06-01T14:00:00+00:00"
     assert body["run_url"] is None
+
+
+def test_webhook_resolution_reports_the_state_that_resolved_it(receiver: Receiver) -> None:
+    ended = NOW + dt.timedelta(hours=1, minutes=58)
+    state = SyncState(
+        resource="vantage/accounts",
+        source_system="vantage",
+        target_system=None,
+        last_sync_time=ended - dt.timedelta(minutes=1),
+        cursor=None,
+        last_sync_status="success",
+        records_synced=42,
+        records_created=2,
+        records_updated=40,
+        errors=[],
+        started_at=ended - dt.timedelta(minutes=1),
+        completed_at=ended,
+        duration_ms=60000,
+        consecutive_failures=0,
+        last_success_at=ended,
+        current_sync_id="9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b",
+        dagster_run_id="c0ffee00-0000-4000-8000-000000000001",
+        created_at=NOW - dt.timedelta(days=3),
+        updated_at=ended,
+    )
+    WebhookSink(receiver.url("/hooks/alerts"), dagster_ui_url=UI).send(
+        Notification(RESOLVED, "resolved", state)
+    )
+    [body] = receiver.bodies()
+    assert body["details"] == {
+        "last_sync_status": "success",
+        "last_sync_time": "2025-06-01T13:57:00+00:00",
+        "last_success_at": "2025-06-01T13:58:00+00:00",
+        "started_at": "2025-06-01T13:57:00+00:00",
+        "completed_at": "2025-06-01T13:58:00+00:00",
+        "consecutive_failures": 0,
+        "records_synced": 42,
+        "sync_id": "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b",
+        "dagster_run_id": "c0ffee00-0000-4000-8000-000000000001",
+    }
+    assert body["last_error"] is None
+    good_run = "http://dagster.internal:3000/runs/c0ffee00-0000-4000-8000-000000000001"
+    assert body["run_url"] == good_run
+    lines = body["text"].splitlines()
+    assert "last sync: success, ended 2025-06-01 13:58:00 UTC" in lines
+    assert f"run: {good_run}" in lines and RUN_ID not in body["text"]
+
+    running = dataclasses.replace(state, last_sync_status="running", completed_at=None)
+    text = format_message(Notification(RESOLVED, "resolved", running))
+    assert "last sync: running, started 2025-06-01 13:57:00 UTC" in text.splitlines()
 
 
 def test_a_dead_webhook_fails_without_leaking_its_url(

@@ -1,7 +1,9 @@
 """SyncAlerting: where alerts go and the thresholds the sync sensors apply.
 
-The resource holds configuration only; the sensors in :mod:`sync_observability.sensors` ask it
-for the :class:`~sync_observability.alerts.rules.AlertPolicy` and the sinks on every tick.
+The resource holds configuration only; the sensors in :mod:`sync_observability.alerts.sensors`
+ask it for the :class:`~sync_observability.alerts.rules.AlertPolicy` and the sinks on every tick.
+Its threshold defaults are :class:`~sync_observability.alerts.rules.Thresholds`' own, in the
+units config can express.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ _DURATION_KEYS = {
     "not_moving_after_hours": ("not_moving_after", "hours"),
 }
 _KEY_ALIASES = {"consecutive_failures_threshold": "consecutive_failures"}
+_DEFAULTS = Thresholds()
+_MINUTE = dt.timedelta(minutes=1)
+_HOUR = dt.timedelta(hours=1)
 
 
 class SyncAlerting(dg.ConfigurableResource):
@@ -67,31 +72,34 @@ class SyncAlerting(dg.ConfigurableResource):
         description="Base URL of the Dagster UI (https://dagster.example.com) for run links.",
     )
     consecutive_failures_threshold: int = Field(
-        default=3, description="Failures in a row that open a consecutive-failures alert."
+        default=_DEFAULTS.consecutive_failures,
+        description="Failures in a row that open a consecutive-failures alert.",
     )
     stuck_after_minutes: float = Field(
-        default=30.0,
+        default=_DEFAULTS.stuck_after / _MINUTE,
         description=(
             "A sync running longer than this is reaped (TIMED_OUT) and alerted. A sync whose "
             "Dagster run has ended is reaped (ORPHANED) on the next tick whatever its age."
         ),
     )
     stale_after_hours: float = Field(
-        default=24.0, description="A resource without a successful sync for longer is stale."
+        default=_DEFAULTS.stale_after / _HOUR,
+        description="A resource without a successful sync for longer is stale.",
     )
     slow_after_minutes: float = Field(
-        default=5.0, description="A successful sync that took longer than this is slow."
+        default=_DEFAULTS.slow_after / _MINUTE,
+        description="A successful sync that took longer than this is slow.",
     )
     slow_factor: float | None = Field(
-        default=3.0,
+        default=_DEFAULTS.slow_factor,
         description="A sync is also slow above this many times its recent median; null: off.",
     )
     volume_sigma: float = Field(
-        default=2.0,
+        default=_DEFAULTS.volume_sigma,
         description="Records processed outside mean +/- this many standard deviations alert.",
     )
     not_moving_after_syncs: int = Field(
-        default=5,
+        default=_DEFAULTS.not_moving_after_syncs,
         description=(
             "Successful syncs in a row that leave the watermark unchanged before a "
             "watermark_not_moving warning."
