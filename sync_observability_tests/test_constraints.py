@@ -1,7 +1,8 @@
 """Seed 001's CHECK constraints, column types, schema and indexes, enforced by the database itself.
 
-Rows are written with plain SQLAlchemy Core through ``backend.engine()``, bypassing SyncStore and
-its validation, so a passing test means the database refused the row.
+Rows are written with plain SQLAlchemy Core (``sync_alerts``: raw SQL) through
+``backend.engine()``, bypassing SyncStore and its validation, so a passing test means the
+database refused the row.
 """
 
 from __future__ import annotations
@@ -101,6 +102,56 @@ HISTORY_VIOLATIONS = [
 ]
 
 
+# sync_alerts, in raw SQL: the names and rules are written here, not read from schema.py, so a
+# CHECK dropped from the schema and its migration alike still fails this test.
+VALID_ALERT: dict[str, Any] = {
+    "alert_id": "a-1",
+    "rule": "consecutive_failures",
+    "resource": "test",
+    "severity": "critical",
+    "status": "open",
+    "fingerprint": "consecutive_failures:test",
+    "message": "failed 3 times in a row",
+    "details": "{}",
+    "opened_at": T0.isoformat(),
+    "last_seen_at": T0.isoformat(),
+    "notify_count": 0,
+    "delivered_sinks": "[]",
+}
+# (case, overrides that break one rule, the constraints that may refuse the row: an unknown
+# status breaks resolved_at_matches_status too, and PostgreSQL may name either)
+ALERT_VIOLATIONS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+    (
+        "unknown status",
+        {"status": "closed"},
+        ("ck_sync_alerts_status", "ck_sync_alerts_resolved_at_matches_status"),
+    ),
+    ("unknown severity", {"severity": "info"}, ("ck_sync_alerts_severity",)),
+    ("unknown delivery kind", {"delivery_kind": "sent"}, ("ck_sync_alerts_delivery_kind",)),
+    ("negative notify_count", {"notify_count": -1}, ("ck_sync_alerts_notify_count",)),
+    (
+        "resolved without resolved_at",
+        {"status": "resolved"},
+        ("ck_sync_alerts_resolved_at_matches_status",),
+    ),
+    (
+        "open with resolved_at",
+        {"resolved_at": T1.isoformat()},
+        ("ck_sync_alerts_resolved_at_matches_status",),
+    ),
+    (
+        "sinks an object",
+        {"delivered_sinks": '{"slack": true}'},
+        ("ck_sync_alerts_delivered_sinks_is_array",),
+    ),
+    (
+        "sinks a string",
+        {"delivered_sinks": '"slack"'},
+        ("ck_sync_alerts_delivered_sinks_is_array",),
+    ),
+]
+
+
 @pytest.fixture
 def engine(store: SyncStore, backend: Backend) -> Iterator[sa.Engine]:
     """A plain engine on the migrated database under test."""
@@ -143,6 +194,41 @@ def test_check_constraints_are_enforced_by_the_database(
         message = _refused(engine, sa.update(table).where(key == valid[key.name]).values(overrides))
         assert constraint in message, f"{case}: update refused by something else: {message}"
         assert snapshot(backend) == before, case
+
+
+def _alerts(engine: sa.Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.text("SELECT * FROM sync_alerts")).mappings()]
+
+
+def test_sync_alerts_check_constraints_are_enforced_by_the_database(
+    backend: Backend, engine: sa.Engine
+) -> None:
+    # Every CHECK the database holds has a case below, so a new one needs its case too.
+    schema = backend.schema if backend.name == "postgresql" else None
+    declared = sa.inspect(engine).get_check_constraints("sync_alerts", schema=schema)
+    assert {c["name"] for c in declared} == {n for _, _, names in ALERT_VIOLATIONS for n in names}
+
+    def insert(row: dict[str, Any]) -> sa.TextClause:
+        columns = ", ".join(row)
+        values = ", ".join(f":{column}" for column in row)
+        return sa.text(f"INSERT INTO sync_alerts ({columns}) VALUES ({values})").bindparams(**row)
+
+    with engine.begin() as conn:
+        conn.execute(insert(VALID_ALERT))  # the base row is valid
+    before = _alerts(engine)
+    assert [row["notify_count"] for row in before] == [0]
+
+    for i, (case, overrides, constraints) in enumerate(ALERT_VIOLATIONS):
+        # Another id and fingerprint: only the CHECK can refuse the row, not a unique index.
+        new_row = VALID_ALERT | overrides | {"alert_id": f"a-{i + 2}", "fingerprint": f"f{i}"}
+        message = _refused(engine, insert(new_row))
+        assert any(c in message for c in constraints), f"{case}: refused by another: {message}"
+        assignments = ", ".join(f"{column} = :{column}" for column in overrides)
+        update = sa.text(f"UPDATE sync_alerts SET {assignments} WHERE alert_id = 'a-1'")
+        message = _refused(engine, update.bindparams(**overrides))
+        assert any(c in message for c in constraints), f"{case}: refused by another: {message}"
+        assert _alerts(engine) == before, case
 
 
 def test_a_row_breaking_a_constraint_maps_to_constraint_violation_error(

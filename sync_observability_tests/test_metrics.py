@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from sync_observability import InvalidInputError, SyncOutcome, SyncStore, SyncTracker
+from sync_observability import InvalidInputError, SyncOutcome, SyncRun, SyncStore, SyncTracker
 from sync_observability.metrics import RunMetricsMixin
-from sync_observability.storage.rollups import DailyRollup, daily_rollups
+from sync_observability.storage.reporting.daily_costs import DailyRollup, daily_rollups
 from sync_observability.storage.schema import sync_history_archive
-from sync_observability_tests.test_operations import Host, needs_wiring, start_host
+from sync_observability_tests.test_operations import start_host
 
 UTC = dt.timezone.utc
 DAY1 = dt.datetime(2024, 1, 21, tzinfo=UTC)
@@ -135,7 +135,7 @@ def run(
     status: str = "success",
     processed: int = 0,
     **metrics: Any,
-) -> Host:
+) -> SyncRun:
     """One finished sync, with its metrics in metadata as the tracker stores them."""
     host = start_host(store, resource, started_at)
     host.record_metrics(**metrics)
@@ -149,7 +149,7 @@ def run(
     return host
 
 
-def _outcome(status: str, ended_at: dt.datetime, processed: int, host: Host) -> SyncOutcome:
+def _outcome(status: str, ended_at: dt.datetime, processed: int, host: SyncRun) -> SyncOutcome:
     return SyncOutcome(
         status=status,
         ended_at=ended_at,
@@ -286,10 +286,9 @@ def test_daily_rollups_validate_their_arguments(store: SyncStore) -> None:
         daily_rollups(store, DAY1, resource="")
 
 
-# -- end to end through the tracker (once SyncRun carries the mixins) --------------------------
+# -- end to end through the tracker ------------------------------------------------------------
 
 
-@needs_wiring
 def test_metrics_recorded_in_a_tracked_sync_reach_history_and_rollups(
     tracker: SyncTracker,
 ) -> None:

@@ -1,9 +1,8 @@
 """operation_log: typed helpers, validation, batching and replay safety, on SQLite and PostgreSQL.
 
-Until ``SyncRun`` carries the mixins, they are exercised through ``Host``: a minimal host
-providing what the contract says the mixin relies on (``sync_id``, ``resource``, ``_store``), on
-a sync really started in the store. The end-to-end tests through ``tracker.track`` run once
-``SyncRun`` has ``log_event``.
+Most tests drive a real ``SyncRun`` (``start_host``) on a sync started in the store, outside
+``tracker.track``, so that they choose when its events are flushed; the tests that need the
+sync's end go through ``tracker.track``, which flushes the events and records it.
 """
 
 from __future__ import annotations
@@ -23,14 +22,10 @@ from sync_observability import (
     ConstraintViolationError,
     DatabaseUnavailableError,
     InvalidInputError,
-    SyncOutcome,
-    SyncRecord,
     SyncRun,
     SyncStore,
     SyncTracker,
 )
-from sync_observability.metrics import RunMetricsMixin
-from sync_observability.operations import OperationLogMixin
 from sync_observability.storage.operation_store import (
     count_operations,
     insert_operations,
@@ -41,57 +36,19 @@ from sync_observability_tests.conftest import Backend
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-WIRED = hasattr(SyncRun, "log_event")
-needs_wiring = pytest.mark.skipif(not WIRED, reason="SyncRun does not carry the mixins yet")
-
-
-class Host(OperationLogMixin, RunMetricsMixin):
-    """What SyncRun provides to the mixins, on a sync really started in ``store``."""
-
-    def __init__(self, store: SyncStore, record: SyncRecord) -> None:
-        self._store = store
-        self._record = record
-        self.status = "running"
-        self._init_operation_log()
-        self._init_run_metrics()
-
-    @property
-    def sync_id(self) -> str:
-        return self._record.sync_id
-
-    @property
-    def resource(self) -> str:
-        return self._record.resource
-
-    def _require_running(self) -> None:
-        if self.status != "running":
-            raise InvalidInputError("sync", self.sync_id, f"is {self.status}, not running")
-
-    def finish(self, status: str = "success", ended_at: dt.datetime | None = None) -> None:
-        """Flush, then record the end with metrics and counts as the lead's SyncRun will."""
-        self._flush_operation_log()
-        self._store.finish_sync(
-            sync_id=self.sync_id,
-            resource=self.resource,
-            started_at=self._record.sync_start_time,
-            outcome=SyncOutcome(
-                status=status,
-                ended_at=ended_at or self._record.sync_start_time,
-                metadata={"metrics": self.run_metrics, "operations": self.operation_counts},
-            ),
-        )
-        self.status = status
 
 
 def start_host(
     store: SyncStore, resource: str = "vendor/prices", started_at: dt.datetime = T0
-) -> Host:
+) -> SyncRun:
+    """A real SyncRun on a sync started in ``store``, outside ``track``: its events wait for a
+    full batch or ``_flush_operation_log``, and its end is not recorded."""
     record = store.start_sync(sync_id=str(uuid.uuid4()), resource=resource, started_at=started_at)
-    return Host(store, record)
+    return SyncRun(record, store=store)
 
 
 @pytest.fixture
-def host(store: SyncStore) -> Host:
+def host(store: SyncStore) -> SyncRun:
     return start_host(store)
 
 
@@ -102,7 +59,7 @@ def rows(store: SyncStore, **filters: Any) -> list[Any]:
 # -- what each helper writes ---------------------------------------------------------------------
 
 
-def test_each_typed_helper_writes_its_category_and_fields(store: SyncStore, host: Host) -> None:
+def test_each_typed_helper_writes_its_category_and_fields(store: SyncStore, host: SyncRun) -> None:
     at = T0 + dt.timedelta(minutes=5)
     host.log_data_quality_error(
         "fractional_volume", "volume 10.5 is not whole", entity_key="AAPL|2024-03-01", rule="v1"
@@ -172,14 +129,14 @@ def test_each_typed_helper_writes_its_category_and_fields(store: SyncStore, host
 
 @pytest.mark.parametrize("category", OPERATION_CATEGORIES)
 def test_every_category_is_accepted_by_the_table(
-    store: SyncStore, host: Host, category: str
+    store: SyncStore, host: SyncRun, category: str
 ) -> None:
     host.log_event(category, f"a {category} event", entity_key="k")
     host._flush_operation_log()
     assert [(r.category, r.message) for r in rows(store)] == [(category, f"a {category} event")]
 
 
-def test_the_table_refuses_an_unknown_category(store: SyncStore, host: Host) -> None:
+def test_the_table_refuses_an_unknown_category(store: SyncStore, host: SyncRun) -> None:
     # The CHECK constraint backs the Python validation for writers that bypass it.
     statement = sa.insert(operation_log).values(
         category="not_a_category",
@@ -196,7 +153,7 @@ def test_the_table_refuses_an_unknown_category(store: SyncStore, host: Host) -> 
         store.db.write(write, "insert a bad category")
 
 
-def test_the_table_refuses_details_that_are_not_an_object(store: SyncStore, host: Host) -> None:
+def test_the_table_refuses_details_that_are_not_an_object(store: SyncStore, host: SyncRun) -> None:
     statement = sa.insert(operation_log).values(
         category="backup", resource="r", sync_id=host.sync_id, event_time=T0, message="m"
     )
@@ -217,7 +174,7 @@ class Unserializable:
     pass
 
 
-BAD_CALLS: list[tuple[str, Callable[[Host], None], str, Any]] = [
+BAD_CALLS: list[tuple[str, Callable[[SyncRun], None], str, Any]] = [
     ("unknown category", lambda h: h.log_event("dedup", "m"), "category", "dedup"),
     ("category not a str", lambda h: h.log_event(["backup"], "m"), "category", ["backup"]),
     ("message not a str", lambda h: h.log_event("backup", 42), "message", 42),
@@ -307,7 +264,9 @@ BAD_CALLS: list[tuple[str, Callable[[Host], None], str, Any]] = [
 ]
 
 
-def test_bad_input_names_field_and_value_and_writes_nothing(store: SyncStore, host: Host) -> None:
+def test_bad_input_names_field_and_value_and_writes_nothing(
+    store: SyncStore, host: SyncRun
+) -> None:
     host.log_event("backup", "a good event first")
     for name, call, field, value in BAD_CALLS:
         with pytest.raises(InvalidInputError) as raised:
@@ -322,13 +281,13 @@ def test_bad_input_names_field_and_value_and_writes_nothing(store: SyncStore, ho
     assert [r.message for r in rows(store)] == ["a good event first"]
 
 
-def test_events_are_refused_once_the_sync_has_ended(store: SyncStore, host: Host) -> None:
-    host.log_event("maintenance", "before the end")
-    host.finish()
+def test_events_are_refused_once_the_sync_has_ended(tracker: SyncTracker) -> None:
+    with tracker.track(None, resource="vendor/prices") as sync:
+        sync.log_event("maintenance", "before the end")
     with pytest.raises(InvalidInputError, match="not running"):
-        host.log_event("maintenance", "after the end")
-    assert [r.message for r in rows(store)] == ["before the end"]
-    assert host.operation_counts == {"maintenance": 1}
+        sync.log_event("maintenance", "after the end")
+    assert [r.message for r in rows(tracker.store)] == ["before the end"]
+    assert sync.operation_counts == {"maintenance": 1}
 
 
 # -- batching ------------------------------------------------------------------------------------
@@ -348,7 +307,7 @@ def statements(store: SyncStore) -> Iterator[list[str]]:
 
 
 def test_ten_thousand_events_take_ten_inserts(
-    store: SyncStore, host: Host, statements: list[str]
+    store: SyncStore, host: SyncRun, statements: list[str]
 ) -> None:
     n, batch = 10_000, host.operation_log_batch_size
     assert batch == 1000
@@ -367,7 +326,9 @@ def test_ten_thousand_events_take_ten_inserts(
     assert host.operation_counts == {"cast_error": n}
 
 
-def test_a_full_batch_is_written_without_waiting_for_the_end(store: SyncStore, host: Host) -> None:
+def test_a_full_batch_is_written_without_waiting_for_the_end(
+    store: SyncStore, host: SyncRun
+) -> None:
     host.operation_log_batch_size = 3
     for i in range(7):
         host.log_event("upsert_failure", f"e{i}")
@@ -378,7 +339,7 @@ def test_a_full_batch_is_written_without_waiting_for_the_end(store: SyncStore, h
     assert len(rows(store)) == 7
 
 
-def test_threads_logging_into_one_sync_lose_nothing(store: SyncStore, host: Host) -> None:
+def test_threads_logging_into_one_sync_lose_nothing(store: SyncStore, host: SyncRun) -> None:
     host.operation_log_batch_size = 50
     threads, per_thread = 4, 500
 
@@ -398,17 +359,19 @@ def test_threads_logging_into_one_sync_lose_nothing(store: SyncStore, host: Host
     assert host.operation_counts == {"data_import": threads * per_thread}
 
 
-def test_events_of_two_syncs_stay_apart(store: SyncStore) -> None:
-    a = start_host(store, "vendor/a")
-    b = start_host(store, "vendor/b")
-    a.log_event("backup", "a1")
-    b.log_event("backup", "b1")
-    b.log_event("maintenance", "b2")
-    a.finish()
-    b.finish()
+def test_events_of_two_syncs_stay_apart(tracker: SyncTracker) -> None:
+    with (
+        tracker.track(None, resource="vendor/a") as a,
+        tracker.track(None, resource="vendor/b") as b,
+    ):
+        a.log_event("backup", "a1")
+        b.log_event("backup", "b1")
+        b.log_event("maintenance", "b2")
+    store = tracker.store
     assert [r.message for r in rows(store, sync_id=a.sync_id)] == ["a1"]
     assert [r.message for r in rows(store, resource="vendor/b")] == ["b1", "b2"]
-    assert [r.message for r in rows(store, category="backup")] == ["a1", "b1"]
+    assert sorted(r.message for r in rows(store, category="backup")) == ["a1", "b1"]
+    assert store.get_sync(a.sync_id).metadata["operations"] == {"backup": 1}
     assert store.get_sync(b.sync_id).metadata["operations"] == {"backup": 1, "maintenance": 1}
 
 
@@ -444,7 +407,7 @@ def _fail_commits(store: SyncStore, error: Exception, *, commit_first: bool, tim
 
 @pytest.mark.parametrize("commit_first", [False, True], ids=["not committed", "ack lost"])
 def test_a_retried_batch_is_written_exactly_once(
-    backend: Backend, store: SyncStore, host: Host, commit_first: bool
+    backend: Backend, store: SyncStore, host: SyncRun, commit_first: bool
 ) -> None:
     host.operation_log_batch_size = 4
     for i in range(4):  # the first batch goes in cleanly
@@ -481,10 +444,9 @@ def test_insert_operations_without_events_writes_nothing(
     assert statements == []
 
 
-# -- end to end through the tracker (once SyncRun carries the mixins) ----------------------------
+# -- end to end through the tracker --------------------------------------------------------------
 
 
-@needs_wiring
 def test_events_logged_in_a_tracked_sync_land_with_counts_in_metadata(
     tracker: SyncTracker,
 ) -> None:
@@ -501,7 +463,6 @@ def test_events_logged_in_a_tracked_sync_land_with_counts_in_metadata(
     assert tracker.store.get_sync(sync.sync_id).metadata["operations"] == expected
 
 
-@needs_wiring
 def test_a_failed_sync_still_writes_its_events(tracker: SyncTracker) -> None:
     with pytest.raises(RuntimeError), tracker.track(None, resource="vendor/prices") as sync:
         sync.log_upsert_failure("prices", "duplicate key")
@@ -510,7 +471,6 @@ def test_a_failed_sync_still_writes_its_events(tracker: SyncTracker) -> None:
     assert tracker.store.get_sync(sync.sync_id).sync_status == "failed"
 
 
-@needs_wiring
 def test_manual_operation_outside_dagster(tracker: SyncTracker) -> None:
     # Seed 004's track_operation('Database Maintenance', 'MAINTENANCE') ... complete_operation.
     with tracker.track(None, resource="maintenance/vacuum", sync_type="full") as operation:

@@ -1,10 +1,10 @@
 """The SQL of seeds 000 and 001, extracted from the documents themselves at test time.
 
-The seeds live in ``../shared/seeds`` beside the repository (CI checks them out there) or in
-``$SYNC_OBS_SEEDS_DIR``. Each ```` ```sql ```` block is split into statements; a statement runs
-*unchanged* except for the table names (``utilities.sync_log`` -> ``sync_history``,
-``vantage_sync_state`` -> ``sync_state``). Statements that are not queries are skipped, each
-with its reason (see :func:`skip_reason`).
+The seeds are read from ``$SYNC_OBS_SEEDS_DIR`` when it is set, else from ``shared/seeds``
+beside the repository (``../shared/seeds``), where CI checks them out. Each ```` ```sql ````
+block is split into statements; a statement runs *unchanged* except for the table names
+(``utilities.sync_log`` -> ``sync_history``, ``vantage_sync_state`` -> ``sync_state``).
+Statements that are not queries are skipped, each with its reason (see :func:`skip_reason`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ import re
 from pathlib import Path
 
 SEEDS_ENV = "SYNC_OBS_SEEDS_DIR"
+# Where CI checks the seed documents out: beside the repository, whatever the working directory.
+CI_SEEDS_DIR = Path(__file__).resolve().parents[3] / "shared" / "seeds"
+SEEDS = ("000", "001")
 TABLE_NAMES = {
     r"\butilities\.sync_log\b": "sync_history",
     r"\bvantage_sync_state\b": "sync_state",
@@ -38,15 +41,22 @@ class SeedStatement:
         return f"{self.seed}: {self.heading}"
 
 
-def seeds_dir() -> Path | None:
-    """``../shared/seeds`` beside the repository, else ``$SYNC_OBS_SEEDS_DIR``; None if neither."""
-    candidates = [Path(__file__).resolve().parents[2] / ".." / "shared" / "seeds"]
-    if os.environ.get(SEEDS_ENV):
-        candidates.append(Path(os.environ[SEEDS_ENV]))
-    for folder in candidates:
-        if any(folder.glob("000_*.txt")) and any(folder.glob("001_*.txt")):
-            return folder.resolve()
-    return None
+def seeds_dir() -> Path:
+    """The folder the seed documents are read from: ``$SYNC_OBS_SEEDS_DIR``, else CI's."""
+    configured = os.environ.get(SEEDS_ENV)
+    return Path(configured).resolve() if configured else CI_SEEDS_DIR
+
+
+def missing_seeds(folder: Path) -> str | None:
+    """Why ``folder`` cannot serve the seed-SQL tests; None when it holds seeds 000 and 001."""
+    missing = [f"{seed}_*.txt" for seed in SEEDS if not any(folder.glob(f"{seed}_*.txt"))]
+    if not missing:
+        return None
+    where = f"${SEEDS_ENV}" if os.environ.get(SEEDS_ENV) else "beside the repository, as in CI"
+    return (
+        f"seed documents {' and '.join(missing)} not found in {folder} ({where}); "
+        f"set {SEEDS_ENV} to the folder holding them"
+    )
 
 
 def statements(folder: Path, seed: str) -> list[SeedStatement]:

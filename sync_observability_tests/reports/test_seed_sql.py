@@ -9,6 +9,7 @@ since the seeds' SQL reads ``now()`` and ``CURRENT_DATE``; the session runs in U
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -19,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from sync_observability import SyncOutcome, SyncStore
+from sync_observability.clock import utcnow
 from sync_observability.reports import (
     daily_operations,
     daily_volume,
@@ -27,29 +29,81 @@ from sync_observability.reports import (
     performance,
     status,
 )
-from sync_observability.tracking import utcnow
 from sync_observability_tests.conftest import IN_CI, Backend, _admin_engine
+from sync_observability_tests.reports import seed_sql
 from sync_observability_tests.reports.seed_sql import (
+    CI_SEEDS_DIR,
     SEEDS_ENV,
     SeedStatement,
+    missing_seeds,
     seeds_dir,
     skip_reason,
     statements,
     strip_comments,
 )
 
-pytestmark = pytest.mark.postgres
+
+def require_seeds(in_ci: bool) -> Path:
+    """The seeds' folder. Without them: a skip saying why, but a failure in CI (``CI=true``),
+    which has them, or when ``$SYNC_OBS_SEEDS_DIR`` names a folder without them."""
+    folder = seeds_dir()
+    reason = missing_seeds(folder)
+    if reason is None:
+        return folder
+    if in_ci or os.environ.get(SEEDS_ENV):
+        pytest.fail(f"{reason} (a failure: CI=true or {SEEDS_ENV} set)", pytrace=False)
+    pytest.skip(f"{reason} (skipped outside CI; CI=true makes this a failure)")
 
 
 @pytest.fixture(scope="module")
 def seed_folder() -> Path:
-    folder = seeds_dir()
-    if folder is None:
-        message = f"seed documents not found in ../shared/seeds or ${SEEDS_ENV}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    return require_seeds(IN_CI)
+
+
+def _seed_files(folder: Path, *seeds: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        (folder / f"{seed}_0123456789abcdef.txt").write_text("# seed\n", encoding="utf-8")
     return folder
+
+
+def test_the_seeds_are_found_where_ci_puts_them_unless_the_variable_says_otherwise(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv(SEEDS_ENV, raising=False)
+    assert seeds_dir() == CI_SEEDS_DIR
+    assert Path(__file__).resolve().parents[3] / "shared" / "seeds" == CI_SEEDS_DIR
+    monkeypatch.setenv(SEEDS_ENV, str(_seed_files(tmp_path / "seeds", "000", "001")))
+    assert seeds_dir() == tmp_path / "seeds"
+    assert missing_seeds(seeds_dir()) is None
+    assert require_seeds(in_ci=True) == tmp_path / "seeds"
+
+
+def test_missing_seeds_skip_outside_ci_and_fail_in_ci(tmp_path, monkeypatch):
+    empty = _seed_files(tmp_path / "only_000", "000")
+    reason = (
+        f"seed documents 001_*.txt not found in {empty} ($SYNC_OBS_SEEDS_DIR); "
+        "set SYNC_OBS_SEEDS_DIR to the folder holding them"
+    )
+    monkeypatch.setenv(SEEDS_ENV, str(empty))
+    assert missing_seeds(empty) == reason
+    # A variable naming the wrong folder is a mistake to report, in CI or not.
+    for in_ci in (True, False):
+        with pytest.raises(pytest.fail.Exception, match="a failure: CI=true or"):
+            require_seeds(in_ci)
+
+    monkeypatch.delenv(SEEDS_ENV)
+    monkeypatch.setattr(seed_sql, "CI_SEEDS_DIR", tmp_path / "nowhere")
+    reason = (
+        f"seed documents 000_*.txt and 001_*.txt not found in {tmp_path / 'nowhere'} (beside "
+        "the repository, as in CI); set SYNC_OBS_SEEDS_DIR to the folder holding them"
+    )
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        require_seeds(in_ci=False)
+    assert str(skipped.value) == f"{reason} (skipped outside CI; CI=true makes this a failure)"
+    with pytest.raises(pytest.fail.Exception) as failed:
+        require_seeds(in_ci=True)
+    assert str(failed.value) == f"{reason} (a failure: CI=true or {SEEDS_ENV} set)"
 
 
 def test_the_skipped_seed_statements_are_exactly_the_non_queries(seed_folder):
@@ -199,6 +253,7 @@ def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
+@pytest.mark.postgres
 def test_seed_sql_runs_unchanged_and_agrees_with_the_reports(seed_folder, pg):
     runnable = [
         s for seed in ("000", "001") for s in statements(seed_folder, seed) if not skip_reason(s)
