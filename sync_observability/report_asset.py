@@ -24,15 +24,16 @@ imported when a chart is drawn, not by every process that loads the definitions.
 import base64
 import datetime as dt
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from sync_observability.clock import utcnow
-from sync_observability.reports import daily_operations, dashboard
 from sync_observability.tracking import SyncTracker
+
+if TYPE_CHECKING:  # pandas and the reports load when the asset runs, not with the definitions
+    import pandas as pd
 
 CHART_SIZE_INCHES = (10.0, 4.0)
 CHART_DPI = 100  # 1000 x 400 pixels
@@ -55,7 +56,7 @@ class SyncHealthReportConfig(dg.Config):
     )
 
 
-def render_chart(daily: pd.DataFrame) -> bytes:
+def render_chart(daily: "pd.DataFrame") -> bytes:
     """A PNG of daily records processed (bars) and failed syncs (line), oldest day first.
 
     Args:
@@ -123,7 +124,7 @@ def render_chart(daily: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def render_small_chart(daily: pd.DataFrame) -> bytes:
+def render_small_chart(daily: "pd.DataFrame") -> bytes:
     """A small PNG of the last :data:`SMALL_CHART_DAYS` days, oldest first, for the UI's table.
 
     Per day a blue bar (records processed) and a narrow red one (failed syncs), each scaled to
@@ -162,7 +163,7 @@ def render_small_chart(daily: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def small_chart_markdown(daily: pd.DataFrame) -> str:
+def small_chart_markdown(daily: "pd.DataFrame") -> str:
     """:func:`render_small_chart` as an inline markdown image with a caption saying what it shows.
 
     Stays under :data:`UI_INLINE_MARKDOWN_LIMIT` characters, so Dagster's UI shows it at once.
@@ -189,7 +190,7 @@ def _hex(colour: tuple[int, int, int]) -> str:
     return "#{:02X}{:02X}{:02X}".format(*colour)
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: "pd.DataFrame") -> str:
     """A DataFrame as a GitHub-style markdown table; missing values as ``-``."""
 
     def cell(value: Any) -> str:
@@ -220,6 +221,8 @@ def sync_health_report(
     config: SyncHealthReportConfig, sync_tracker: SyncTracker
 ) -> dg.MaterializeResult:
     """Materialize the dashboard and the daily chart into this asset's metadata."""
+    from sync_observability.reports import daily_operations, dashboard
+
     now = utcnow()
     store = sync_tracker.store
     board = dashboard(store, now=now)

@@ -14,7 +14,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from sync_observability import SyncStore
-from sync_observability.storage.migrate import VERSION_TABLE, current_revision, head_revision
+from sync_observability.storage.migrate import (
+    HEAD_REVISION,
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    stored_revision,
+    upgrade,
+)
 from sync_observability.storage.schema import metadata
 from sync_observability_tests.conftest import Backend
 
@@ -122,6 +129,38 @@ def test_the_resource_time_index_covers_the_history_rules_on_postgresql(
 def test_current_revision_is_head_after_first_use(store: SyncStore) -> None:
     with store.engine.connect() as conn:
         assert current_revision(conn) == head_revision()
+
+
+def test_the_head_constant_is_alembics_head() -> None:
+    # First use compares the stored revision with this constant instead of loading Alembic:
+    # a new migration must update it.
+    assert head_revision() == HEAD_REVISION
+
+
+def test_the_one_query_check_reads_what_alembic_reads(store: SyncStore) -> None:
+    assert store.db.read(stored_revision, "read") == HEAD_REVISION
+    with store.engine.connect() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0007'"))
+        conn.commit()
+        assert current_revision(conn) == "0007"
+    assert store.db.read(stored_revision, "read") == "0007"
+
+
+def test_a_database_behind_head_is_migrated_on_first_use(backend: Backend) -> None:
+    engine = backend.engine()
+    assert upgrade(engine, backend.schema, revision="0008") is None
+    assert "sync_history_daily" not in sa.inspect(engine).get_table_names()  # 0009's table
+    store = backend.store()
+    assert store.db.read(stored_revision, "read") == HEAD_REVISION
+    assert "sync_history_daily" in sa.inspect(engine).get_table_names()
+    store.dispose()
+    engine.dispose()
+
+
+def test_the_one_query_check_finds_no_revision_in_an_empty_database(backend: Backend) -> None:
+    empty = backend.store(auto_migrate=False)
+    assert empty.db.read(stored_revision, "read") is None
+    empty.dispose()
 
 
 def test_migrate_is_idempotent(store: SyncStore, engine: sa.Engine) -> None:

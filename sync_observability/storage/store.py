@@ -263,7 +263,10 @@ class SyncStore(WatermarkChangesMixin):
             ]
         )
         if auto_migrate:
-            self.db.retry(lambda: migrate.ensure_schema(engine, schema), "migrate")
+            # The common case, a schema at head, costs one small read.
+            current = self.db.read(migrate.stored_revision, "read the schema revision")
+            if current != migrate.HEAD_REVISION:
+                self.db.retry(lambda: migrate.ensure_schema(engine, schema, current), "migrate")
 
     @classmethod
     def from_url(
