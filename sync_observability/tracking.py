@@ -545,7 +545,10 @@ class SyncTracker(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
-            self._store.dispose()
+            # A PostgreSQL engine outlives the resource, for the next run or tick in this
+            # process; its idle connections close after a few seconds (storage/engine.py).
+            if self._store.dialect != "postgresql":
+                self._store.dispose()
             self._store = None
 
     def _open(self, instance: Any = None) -> SyncStore:

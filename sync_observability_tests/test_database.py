@@ -18,6 +18,7 @@ from sync_observability.storage.engine import (
     create_engine,
     is_disconnect,
     is_transient,
+    release_idle,
 )
 from sync_observability_tests.conftest import _admin_engine
 
@@ -133,19 +134,43 @@ def test_sqlite_waits_for_a_lock_only_as_long_as_the_budget_left(tmp_path: Any) 
     db.dispose()
 
 
-def test_idle_pooled_connections_are_released_but_never_one_in_use(tmp_path: Any) -> None:
-    db = Database.from_url(f"sqlite:///{tmp_path / 'x.db'}")
-    db.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar_one(), "ping")
-    pool = db.engine.pool
+@pytest.mark.postgres
+def test_idle_pooled_connections_are_released_but_never_one_in_use(pg_db: Database) -> None:
+    pg_db.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar_one(), "ping")
+    pool = pg_db.engine.pool
     assert isinstance(pool, sa.pool.QueuePool) and pool.checkedin() == 1
-    assert not db.release_if_idle(3600)  # not idle long enough
+    assert not release_idle(pg_db.engine, 3600)  # not idle long enough
     seen: list[bool] = []
-    db.read(lambda conn: seen.append(db.release_if_idle(0)), "busy")
-    assert seen == [False]  # a call in flight keeps the pool
-    assert db.release_if_idle(0)
-    assert db.engine.pool.checkedin() == 0
-    assert db.read(lambda conn: conn.exec_driver_sql("SELECT 2").scalar_one(), "again") == 2
-    db.dispose()
+    pg_db.read(lambda conn: seen.append(release_idle(pg_db.engine, 0)), "busy")
+    assert seen == [False]  # a connection in use keeps the pool
+    assert release_idle(pg_db.engine, 0)
+    assert pg_db.engine.pool.checkedin() == 0
+    assert pg_db.read(lambda conn: conn.exec_driver_sql("SELECT 2").scalar_one(), "again") == 2
+
+
+@pytest.mark.postgres
+def test_stores_on_one_database_share_an_engine_and_its_compiled_statements(
+    postgres_database_url: str,
+) -> None:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    first = SyncStore.from_url(postgres_database_url, schema=schema)
+    second = SyncStore.from_url(postgres_database_url, schema=schema)
+    other_budget = SyncStore.from_url(
+        postgres_database_url, schema=schema, storage_timeout_seconds=5
+    )
+    try:
+        assert first.engine is second.engine
+        assert first.db._driver is second.db._driver
+        assert other_budget.engine is not first.engine
+        first.dispose()  # closes the pooled connections; the engine stays usable
+        assert second.count_states() == 0
+    finally:
+        second.dispose()
+        other_budget.dispose()
+        admin = _admin_engine(postgres_database_url)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def test_raw_driver_errors_are_wrapped_and_classified() -> None:

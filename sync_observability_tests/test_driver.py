@@ -79,7 +79,8 @@ def test_prebuilt_statements_are_compiled_once_to_sqlalchemys_sql(
     try:
         driver = store.db._driver
         assert isinstance(driver, DriverExecutor)
-        statement = next(iter(driver._cache))
+        statement = next(iter(driver.prebuilt))
+        assert statement not in driver._cache  # compiled when first run, not at setup
         assert driver.compile(statement) is driver.compile(statement)
         compiled = str(statement.compile(dialect=store.engine.dialect))
         assert driver.compile(statement).sql == compiled

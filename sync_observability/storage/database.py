@@ -14,7 +14,7 @@ package's own, and nothing waiting longer than the budget whatever the server do
   so the driver returns with an error instead of waiting for ever.
 
 A connection found dead (the server restarted) drops the whole pool before the retry, and
-connections left idle are closed after :data:`IDLE_RELEASE_SECONDS`, so a Dagster step that
+connections left idle are closed after :data:`~.engine.IDLE_RELEASE_SECONDS`, so a Dagster step that
 tracks a long sync does not keep a server connection while it works.
 """
 
@@ -50,8 +50,6 @@ T = TypeVar("T")
 WATCHDOG_GRACE_SECONDS = 2.0
 """How long past its budget a PostgreSQL transaction may run before its socket is shut."""
 WATCHDOG_POLL_SECONDS = 0.25
-IDLE_RELEASE_SECONDS = 5.0
-"""PostgreSQL connections idle this long are closed (a step's tracked work can take hours)."""
 
 
 class Database:
@@ -89,11 +87,6 @@ class Database:
         )
         self._url = redact(engine.url)  # every call's error names it: rendered once
         self._driver: DriverExecutor | None = None
-        self._in_flight = 0
-        self._last_used = time.monotonic()
-        self._lock = threading.Lock()
-        if self.dialect == "postgresql":
-            _JANITOR.register(self)
 
     @classmethod
     def from_url(
@@ -118,9 +111,18 @@ class Database:
         self.engine.dispose()
 
     def prepare(self, statements: Iterable[sa.Executable]) -> None:
-        """Compile the hot path's statements once, for :meth:`write_hot` (PostgreSQL)."""
-        if self.dialect == "postgresql":
-            self._driver = DriverExecutor(self.engine, statements)
+        """Have the hot path's statements compiled once per engine, for :meth:`write_hot`.
+
+        PostgreSQL only; each is compiled when first run, and kept with the engine, which
+        later stores on the same database reuse.
+        """
+        if self.dialect != "postgresql":
+            return
+        statements = tuple(statements)
+        driver = _DRIVERS.get(self.engine)
+        if driver is None or not driver.prebuilt.issuperset(statements):
+            driver = _DRIVERS[self.engine] = DriverExecutor(self.engine, statements)
+        self._driver = driver
 
     @contextlib.contextmanager
     def deadline(self, seconds: float) -> Iterator[None]:
@@ -182,60 +184,29 @@ class Database:
         schema = self.schema
 
         def attempt() -> T:
-            self._begin_use()
-            try:
-                deadline = _deadline()
-                session = postgres_session_sql(schema, deadline - time.monotonic())
-                return driver.transaction(
-                    fn, session_sql=session, guard=lambda dbapi: _Watch(dbapi, deadline)
-                )
-            finally:
-                self._end_use()
+            deadline = _deadline()
+            session = postgres_session_sql(schema, deadline - time.monotonic())
+            return driver.transaction(
+                fn, session_sql=session, guard=lambda dbapi: _Watch(dbapi, deadline)
+            )
 
         return self.retry(attempt, what)
 
     def _attempt(self, fn: Callable[[sa.Connection], T], *, readonly: bool, **options: Any) -> T:
-        self._begin_use()
-        try:
-            conn = self.engine.connect()
-            guard = (
-                _Watch(conn.connection.dbapi_connection, _deadline())
-                if self.dialect == "postgresql"
-                else contextlib.nullcontext()
-            )
-            with guard:
-                try:
-                    if readonly or options:
-                        conn = conn.execution_options(readonly=readonly, **options)
-                    with conn.begin():
-                        return fn(conn)
-                finally:
-                    conn.close()
-        finally:
-            self._end_use()
-
-    # Plain calls, not a context manager: this runs twice per transaction on the hot path.
-    def _begin_use(self) -> None:
-        with self._lock:
-            self._in_flight += 1
-
-    def _end_use(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._last_used = time.monotonic()
-
-    def release_if_idle(self, idle_seconds: float) -> bool:
-        """Close the pooled connections when none is in use and none was for ``idle_seconds``."""
-        with self._lock:
-            if self._in_flight or time.monotonic() - self._last_used < idle_seconds:
-                return False
-            pool = self.engine.pool
-            if not isinstance(pool, sa.pool.QueuePool) or pool.checkedin() == 0:
-                return False
-            if pool.checkedout():
-                return False
-            self.engine.dispose()
-            return True
+        conn = self.engine.connect()
+        guard = (
+            _Watch(conn.connection.dbapi_connection, _deadline())
+            if self.dialect == "postgresql"
+            else contextlib.nullcontext()
+        )
+        with guard:
+            try:
+                if readonly or options:
+                    conn = conn.execution_options(readonly=readonly, **options)
+                with conn.begin():
+                    return fn(conn)
+            finally:
+                conn.close()
 
 
 def _deadline() -> float:
@@ -321,42 +292,17 @@ def _shut(connection: Any, fd: int) -> None:
         pass
 
 
-class _Janitor:
-    """Closes PostgreSQL pools left idle: one daemon thread, woken once a second."""
-
-    def __init__(self) -> None:
-        self._databases: weakref.WeakSet[Database] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def register(self, database: Database) -> None:
-        with self._lock:
-            self._databases.add(database)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="sync_observability-idle-connections", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(1.0)
-            with self._lock:
-                databases = list(self._databases)
-            for database in databases:
-                with contextlib.suppress(Exception):
-                    database.release_if_idle(IDLE_RELEASE_SECONDS)
-
-
 _WATCHDOG = _Watchdog()
-_JANITOR = _Janitor()
+_DRIVERS: weakref.WeakKeyDictionary[sa.Engine, DriverExecutor] = weakref.WeakKeyDictionary()
 
 
 def _after_fork_in_child() -> None:
     # The parent's threads do not exist in a forked child: start afresh there.
-    global _WATCHDOG, _JANITOR
+    global _WATCHDOG
     _WATCHDOG = _Watchdog()
-    _JANITOR = _Janitor()
+
+
+_DRIVERS: weakref.WeakKeyDictionary[sa.Engine, DriverExecutor] = weakref.WeakKeyDictionary()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -91,21 +91,27 @@ class DriverConnection:
 class DriverExecutor:
     """Runs transaction functions on pooled DB-API connections of ``engine``.
 
-    Statements listed in ``statements`` are compiled once; any other statement (the rare
-    diagnostic queries of a refused start or finish) is compiled when it is run.
+    Statements listed in ``statements`` are compiled once, when first run; any other statement
+    (the rare diagnostic queries of a refused start or finish) is compiled each time it runs.
     """
 
     def __init__(self, engine: sa.Engine, statements: Iterable[sa.Executable]) -> None:
         self.engine = engine
         self.dialect = engine.dialect
         self.dbapi = engine.dialect.loaded_dbapi
-        self._cache = {statement: self._compile(statement) for statement in statements}
+        self.prebuilt = frozenset(statements)
+        # Filled on first use: a step that never finishes a sync never compiles the finish.
+        self._cache: dict[sa.Executable, _Compiled] = {}
         self._shapes: dict[tuple[str, Any], tuple[type, list[Any]]] = {}
 
     def compile(self, statement: sa.Executable) -> _Compiled:
-        """The statement compiled for the engine's dialect (cached for prebuilt statements)."""
+        """The statement compiled for the engine's dialect (kept for prebuilt statements)."""
         cached = self._cache.get(statement)
-        return cached if cached is not None else self._compile(statement)
+        if cached is None:
+            cached = self._compile(statement)
+            if statement in self.prebuilt:
+                self._cache[statement] = cached
+        return cached
 
     def _compile(self, statement: sa.Executable) -> _Compiled:
         compiled = statement.compile(dialect=self.dialect)

@@ -5,12 +5,14 @@ Everything dialect-specific about *connecting* lives here; the queries live in `
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import math
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,11 +114,18 @@ def create_engine(
     SQLite: WAL journal, and every transaction opened with ``BEGIN IMMEDIATE`` (a deferred
     transaction that later writes can fail with "database is locked" without waiting) after a
     busy timeout set to what is left of the call's time budget.
-    PostgreSQL: every transaction starts by setting, for itself only (``SET LOCAL``,
-    which PgBouncer in transaction mode accepts, unlike a startup ``options``
-    parameter), ``search_path`` to ``schema`` and ``statement_timeout``/``lock_timeout`` to
-    what is left of the call's budget; connecting gives up after ``connect_timeout``. The pool
-    is sized for Dagster's one process per step: one kept connection, a few overflow ones.
+    PostgreSQL: every transaction starts by setting, for itself only (``SET LOCAL``, which
+    PgBouncer in transaction mode accepts, unlike a startup ``options`` parameter),
+    ``search_path`` to ``schema`` and ``statement_timeout``/``lock_timeout`` to what is left of
+    the call's budget; connecting gives up after ``connect_timeout``. The pool is sized for
+    Dagster's one process per step: one kept connection, a few overflow ones.
+
+    On PostgreSQL the same URL, schema and budget give the same Engine for the life of the
+    process: a Dagster resource is set up again for every run, step process and sensor tick,
+    and an Engine learns its server on its first connection. ``Engine.dispose()`` closes the
+    pooled connections and leaves it usable; connections idle for
+    :data:`IDLE_RELEASE_SECONDS` are closed (a step that tracks a long sync holds none while
+    it works); a forked child starts with empty pools.
     """
     try:
         parsed = sa.make_url(url)
@@ -134,7 +143,65 @@ def create_engine(
         # SQLAlchemy 2.1 defaults to psycopg 3; dagster-postgres and we ship psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg2")
     check_schema_name(schema)
-    return _postgres_engine(parsed, schema, timeout_seconds)
+    key = (parsed.render_as_string(hide_password=False), schema, timeout_seconds)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _ENGINES[key] = _postgres_engine(parsed, schema, timeout_seconds)
+            _start_idle_release()
+    return engine
+
+
+IDLE_RELEASE_SECONDS = 5.0
+"""PostgreSQL connections unused this long are closed."""
+_ENGINES: dict[tuple[str, str, float], sa.Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+_LAST_CHECKIN: dict[int, float] = {}
+_idle_release_thread: threading.Thread | None = None
+
+
+def release_idle(engine: sa.Engine, idle_seconds: float = IDLE_RELEASE_SECONDS) -> bool:
+    """Close ``engine``'s pooled connections if none is in use and none was for ``idle_seconds``."""
+    pool = engine.pool
+    if not isinstance(pool, sa.pool.QueuePool) or pool.checkedout() or not pool.checkedin():
+        return False
+    if time.monotonic() - _LAST_CHECKIN.get(id(engine), 0.0) < idle_seconds:
+        return False
+    engine.dispose()
+    return True
+
+
+def _start_idle_release() -> None:
+    global _idle_release_thread
+    if _idle_release_thread is None:
+        _idle_release_thread = threading.Thread(
+            target=_release_idle_forever, name="sync_observability-idle-connections", daemon=True
+        )
+        _idle_release_thread.start()
+
+
+def _release_idle_forever() -> None:
+    while True:
+        time.sleep(1.0)
+        with _ENGINES_LOCK:
+            engines = list(_ENGINES.values())
+        for engine in engines:
+            with contextlib.suppress(Exception):
+                release_idle(engine)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's pooled connections must not be used by the child (SQLAlchemy's recipe), and
+    # the parent's thread does not exist here.
+    global _idle_release_thread
+    _idle_release_thread = None
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+    if _ENGINES:
+        _start_idle_release()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def check_schema_name(schema: str) -> str:
@@ -195,6 +262,10 @@ def _postgres_engine(url: sa.URL, schema: str, timeout_seconds: float) -> sa.Eng
         max_overflow=4,
         pool_timeout=timeout_seconds,
     )
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, _record: Any) -> None:
+        _LAST_CHECKIN[id(engine)] = time.monotonic()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
@@ -184,6 +185,7 @@ def _finish_state(dialect: str, success: bool, cursor_advanced: bool, count: boo
     return sa.update(sync_state).where(*guard).values(values).returning(sync_state.c.resource)
 
 
+@functools.cache  # the same statement objects for every store: compiled once per engine
 def _finish_statements(dialect: str) -> dict[tuple[bool, bool, bool], sa.Update]:
     """One state UPDATE per outcome shape: (success, cursor advanced, failure counted)."""
     return {
