@@ -428,7 +428,9 @@ def open_alert_counts(url: str, schema: str) -> dict[str, int]:
     store = SyncStore.from_url(url, schema=schema, auto_migrate=False)
     try:
         alerts = AlertStore(store)
-        return {rule: len(alerts.open_alerts(rule)) for rule in RULES}
+        return {
+            rule: len(alerts.list_alerts(status="open", rule=rule, limit=None)) for rule in RULES
+        }
     finally:
         store.dispose()
 
@@ -754,7 +756,12 @@ def run(
     expected = {a.resource for a in assets if a.consecutive_failures >= threshold}
     store = SyncStore.from_url(url, schema=small, auto_migrate=False)
     try:
-        sensor_flagged = {a.resource for a in AlertStore(store).open_alerts("consecutive_failures")}
+        sensor_flagged = {
+            a.resource
+            for a in AlertStore(store).list_alerts(
+                status="open", rule="consecutive_failures", limit=None
+            )
+        }
     finally:
         store.dispose()
     if not set(flagged) == set(pooled_flagged) == sensor_flagged == expected:

@@ -1,10 +1,10 @@
 """The reports' decisions as pure functions: windows, labels, scores, spikes and 2 sigma.
 
-No SQL, no pandas, no Dagster: numbers in, numbers or labels out, so each rule is tested on its
-own. Thresholds come from the seeds where they give them (seed 004's performance categories at
-1, 10 and 60 seconds, its spike at twice and drop at half the previous hour, its anomaly at two
-standard deviations); where the seed shows only example labels (its dashboard's ``EXCELLENT``,
-``GOOD``, ``NORMAL``, ``WARNING``), the bands below are ours and named as constants.
+No SQL, no pandas, no Dagster: numbers in, numbers or labels out, so each rule is tested on its own.
+Thresholds come from the seeds (docs/seeds.md) where they give them (seed 004's performance
+categories at 1, 10 and 60 seconds, its spike at twice and drop at half the previous hour, its
+anomaly at two standard deviations); where the seed shows only example labels (its dashboard's
+``EXCELLENT``, ``GOOD``, ``NORMAL``, ``WARNING``), the bands below are ours and named as constants.
 """
 
 from __future__ import annotations
@@ -105,15 +105,9 @@ def colour_count_label(colour: str, count: int) -> Label:
     return "CRITICAL" if colour == "red" else "WARNING"
 
 
-def resource_health_percent(colours: Sequence[str]) -> float | None:
-    """Mean seed-001 colour of the resources (green 100, yellow 50, red 0); None without any."""
-    if not colours:
-        return None
-    return sum(COLOUR_POINTS[c] for c in colours) / len(colours) * 100
-
-
 def resource_health_from_counts(counts: Mapping[str, int]) -> float | None:
-    """:func:`resource_health_percent` from the number of resources of each colour."""
+    """Mean colour of the resources (green 100, yellow 50, red 0), from the number of resources
+    of each colour; None without any."""
     total = sum(counts.values())
     if not total:
         return None
@@ -205,7 +199,6 @@ __all__: Sequence[str] = (
     "percent",
     "quality_trend",
     "resource_health_from_counts",
-    "resource_health_percent",
     "rolling_window",
     "start_of_day_window",
     "success_rate_label",

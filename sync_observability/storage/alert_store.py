@@ -59,11 +59,6 @@ class Alert:
     last_error: str | None
     last_delivery_error: str | None
 
-    @property
-    def is_open(self) -> bool:
-        """Whether the condition still held at the last check."""
-        return self.status == "open"
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AlertDraft:
@@ -169,7 +164,7 @@ class AlertStore:
         .. code-block:: python
 
             alerts = AlertStore(SyncStore.from_url("sqlite:///sync.db"))
-            for alert in alerts.open_alerts():
+            for alert in alerts.list_alerts(status="open"):
                 print(alert.fingerprint, alert.message)
     """
 
@@ -216,20 +211,6 @@ class AlertStore:
         return self.store.db.read(
             lambda conn: [_alert(row) for row in conn.execute(query).mappings()], "list alerts"
         )
-
-    def open_alerts(self, rule: str | None = None) -> list[Alert]:
-        """Every open alert (of ``rule`` when given), newest opened first."""
-        return self.list_alerts(status="open", rule=rule, limit=None)
-
-    def get_alert(self, alert_id: str) -> Alert | None:
-        """One alert by id, None when there is no such alert."""
-        query = sa.select(*_COLUMNS).where(sync_alerts.c.alert_id == alert_id)
-
-        def read(conn: sa.Connection) -> Alert | None:
-            row = conn.execute(query).mappings().one_or_none()
-            return None if row is None else _alert(row)
-
-        return self.store.db.read(read, f"read alert {alert_id}")
 
     # -- one rule's findings -----------------------------------------------------------------
 
@@ -285,32 +266,6 @@ class AlertStore:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def pending(
-        self,
-        *,
-        now: dt.datetime,
-        reminder_cutoff: dt.datetime | None,
-        rules: Collection[str] | None = None,
-    ) -> list[Alert]:
-        """Alerts that owe a notification nobody is sending now, oldest first.
-
-        Args:
-            now: the tick's time; claims held until before it count as released.
-            reminder_cutoff: open alerts last notified at or before this owe a reminder;
-                None: no reminders.
-            rules: only alerts of these rules; None: every rule.
-        """
-        t = sync_alerts.c
-        query = (
-            sa.select(*_COLUMNS)
-            .where(_due(now, reminder_cutoff, rules))
-            .order_by(t.opened_at, t.alert_id)
-        )
-        return self.store.db.read(
-            lambda conn: [_alert(row) for row in conn.execute(query).mappings()],
-            "list pending notifications",
-        )
-
     def claim_due(
         self,
         *,
@@ -331,7 +286,8 @@ class AlertStore:
             now: the tick's time; claims held until before it count as released.
             until: when this claim expires: the wall-clock time of the claim plus the longest
                 time the sender may need (another tick may take the notifications after it).
-            reminder_cutoff: as in :meth:`pending`.
+            reminder_cutoff: open alerts last notified at or before this owe a reminder;
+                None: no reminders.
             limit: at most this many notifications.
             rules: only notifications of these rules' alerts; None: every rule.
         """

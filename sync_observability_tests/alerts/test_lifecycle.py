@@ -137,9 +137,8 @@ def test_a_finding_opens_one_alert_then_refreshes_it(alerts: AlertStore) -> None
     second = record_findings(alerts, CONSECUTIVE_FAILURES, [newer], now=later)
     assert second.opened == [] and second.resolved == []
     [refreshed] = second.refreshed
-    stored = alerts.get_alert(opened.alert_id)
+    [stored] = alerts.list_alerts()
     assert stored == refreshed
-    assert stored is not None
     assert stored.alert_id == opened.alert_id
     assert (stored.opened_at, stored.last_seen_at) == (NOW, later)
     assert stored.message == "accounts failed 4 times in a row"
@@ -149,14 +148,14 @@ def test_a_finding_opens_one_alert_then_refreshes_it(alerts: AlertStore) -> None
         "Timeout",
         "run-2",
     )
-    assert len(alerts.open_alerts()) == 1
+    assert len(alerts.list_alerts(status="open")) == 1
 
 
 def test_an_unchanged_finding_still_refreshes_last_seen_at(alerts: AlertStore) -> None:
     finding = failures()
     record_findings(alerts, CONSECUTIVE_FAILURES, [finding], now=NOW)
     record_findings(alerts, CONSECUTIVE_FAILURES, [finding], now=NOW + HOUR)
-    [alert] = alerts.open_alerts()
+    [alert] = alerts.list_alerts(status="open")
     assert alert.last_seen_at == NOW + HOUR
     assert alert.opened_at == NOW
 
@@ -176,7 +175,7 @@ def test_a_refresh_stores_every_changed_column_verbatim(alerts: AlertStore) -> N
         "b": failures("b", since=None, details={}),
     }
     tick = record_findings(alerts, CONSECUTIVE_FAILURES, list(changed.values()), now=NOW + MIN)
-    stored = {a.resource: a for a in alerts.open_alerts()}
+    stored = {a.resource: a for a in alerts.list_alerts(status="open")}
     assert {a.resource: a for a in tick.refreshed} == stored
     for resource, finding in changed.items():
         alert = stored[resource]
@@ -202,8 +201,7 @@ def test_a_cleared_condition_resolves_with_a_message(alerts: AlertStore) -> None
     assert resolved.resolution_message == (
         "resolved: 'accounts' succeeded again after 3 failures (alert open for 2h 5m)"
     )
-    assert alerts.get_alert(resolved.alert_id) == resolved
-    assert alerts.open_alerts() == []
+    assert alerts.list_alerts() == [resolved]  # as stored; nothing left open
     # Nothing left to resolve on the next tick.
     assert record_findings(alerts, CONSECUTIVE_FAILURES, [], now=NOW + 3 * HOUR).resolved == []
 
@@ -236,7 +234,7 @@ def test_only_checked_resources_and_the_same_rule_resolve(alerts: AlertStore) ->
 
     tick = record_findings(alerts, CONSECUTIVE_FAILURES, [], now=NOW + MIN, checked=["a"])
     assert [a.fingerprint for a in tick.resolved] == ["consecutive_failures:a"]
-    still_open = sorted(a.fingerprint for a in alerts.open_alerts())
+    still_open = sorted(a.fingerprint for a in alerts.list_alerts(status="open"))
     assert still_open == ["consecutive_failures:b", "stale_watermark:a"]
 
 
@@ -273,7 +271,7 @@ def test_the_database_allows_one_open_alert_per_fingerprint(
             conn.execute(sa.insert(sync_alerts).values(row))
     finally:
         engine.dispose()
-    assert len(alerts.open_alerts()) == 1
+    assert len(alerts.list_alerts(status="open")) == 1
 
 
 def test_racing_ticks_open_one_alert(
@@ -324,7 +322,7 @@ def test_list_alerts_filters(alerts: AlertStore) -> None:
     assert names(alerts.list_alerts(rule=STALE_WATERMARK)) == []
     assert names(alerts.list_alerts(since=NOW + 2 * HOUR)) == ["c", "b"]  # a resolved before
     assert names(alerts.list_alerts(since=NOW + 30 * MIN)) == ["c", "b", "a"]
-    assert names(alerts.open_alerts(CONSECUTIVE_FAILURES)) == ["c", "b"]
+    assert names(alerts.list_alerts(status="open", rule=CONSECUTIVE_FAILURES)) == ["c", "b"]
 
 
 # -- delivery ----------------------------------------------------------------------------------
@@ -340,7 +338,7 @@ def test_an_opened_alert_is_delivered_once(alerts: AlertStore) -> None:
     record_findings(alerts, CONSECUTIVE_FAILURES, [failures()], now=NOW + MIN)
     again = deliver_pending(alerts, [sink], now=NOW + MIN, renotify_after=HOUR)
     assert again.delivered == [] and len(sink.sent) == 1
-    [alert] = alerts.open_alerts()
+    [alert] = alerts.list_alerts(status="open")
     assert (alert.notify_count, alert.last_notified_at) == (1, NOW)
 
 
@@ -358,7 +356,7 @@ def test_reminders_follow_renotify_after(alerts: AlertStore) -> None:
     # The next reminder counts from the last one.
     assert deliver_pending(alerts, [sink], now=NOW + 2 * HOUR, renotify_after=HOUR).delivered
     assert [kind for kind, _ in sink.events] == ["opened", "reminder", "reminder"]
-    [alert] = alerts.open_alerts()
+    [alert] = alerts.list_alerts(status="open")
     assert (alert.notify_count, alert.last_notified_at) == (3, NOW + 2 * HOUR)
 
 
@@ -397,7 +395,7 @@ def test_a_dead_sink_is_retried_next_tick_and_delivered_once_back(alerts: AlertS
     [(notification, reason)] = report.failed
     assert notification.kind == "opened"
     assert reason == "sink 'webhook': HTTP 503"
-    [alert] = alerts.open_alerts()
+    [alert] = alerts.list_alerts(status="open")
     assert alert.notify_count == 0 and alert.last_notified_at is None
     assert alert.last_delivery_error == "sink 'webhook': HTTP 503"
 
@@ -408,7 +406,7 @@ def test_a_dead_sink_is_retried_next_tick_and_delivered_once_back(alerts: AlertS
     assert [n.kind for n in back.delivered] == ["opened"] and back.failed == []
     assert deliver_pending(alerts, [sink], now=NOW + 3 * MIN, renotify_after=HOUR).delivered == []
     assert sink.events == [("opened", "consecutive_failures:accounts")]
-    [alert] = alerts.open_alerts()
+    [alert] = alerts.list_alerts(status="open")
     assert (alert.notify_count, alert.last_notified_at, alert.last_delivery_error) == (
         1,
         NOW + 2 * MIN,
@@ -458,7 +456,7 @@ def test_a_sink_error_never_quotes_its_exception(alerts: AlertStore) -> None:
     report = deliver_pending(alerts, [Leaky()], now=NOW, renotify_after=None)
     [(_, reason)] = report.failed
     assert reason == "sink 'leaky' raised RuntimeError"
-    [alert] = alerts.open_alerts()
+    [alert] = alerts.list_alerts(status="open")
     assert alert.last_delivery_error is not None
     assert "SECRET-TOKEN" not in alert.last_delivery_error
 
@@ -483,7 +481,7 @@ def test_racing_deliveries_send_each_notification_once(
     assert sorted(sink.events) == expected
     assert sum(len(r.delivered) for r in reports) == 3
     assert all(r.failed == [] for r in reports)
-    assert all(a.notify_count == 1 for a in alerts.open_alerts())
+    assert all(a.notify_count == 1 for a in alerts.list_alerts(status="open"))
 
 
 def test_racing_reminders_are_sent_once(
@@ -502,13 +500,12 @@ def test_racing_reminders_are_sent_once(
 
 def test_a_claim_left_by_a_dead_tick_expires(alerts: AlertStore) -> None:
     record_findings(alerts, CONSECUTIVE_FAILURES, [failures()], now=NOW)
-    [alert] = alerts.open_alerts()
+    [alert] = alerts.list_alerts(status="open")
     # A tick that claimed the notification and died before sending or releasing it.
     until = NOW + 2 * MIN
     [claim] = alerts.claim_due(now=NOW, until=until, reminder_cutoff=None, limit=10)
     assert claim.alert.alert_id == alert.alert_id
     assert alerts.claim_due(now=NOW, until=until, reminder_cutoff=None, limit=10) == []
-    assert alerts.pending(now=NOW, reminder_cutoff=None) == []
 
     sink = RecordingSink()
     for held in (NOW + MIN, until):  # held through `until` inclusive
@@ -517,8 +514,7 @@ def test_a_claim_left_by_a_dead_tick_expires(alerts: AlertStore) -> None:
     assert [n.kind for n in later.delivered] == ["opened"]
     # The dead tick's token no longer marks anything.
     assert alerts.mark_delivered(claim.token, [(alert.alert_id, "opened")], now=NOW) == set()
-    stored = alerts.get_alert(alert.alert_id)
-    assert stored is not None
+    [stored] = alerts.list_alerts()
     assert (stored.notify_count, stored.last_notified_at) == (1, until + SECOND)
 
 
@@ -625,7 +621,9 @@ def test_refresh_keeps_details_json_equal(alerts: AlertStore) -> None:
     [alert] = record_findings(alerts, CONSECUTIVE_FAILURES, [finding], now=NOW).opened
     assert alert.details == {"at": NOW.isoformat(), "took": 90.0, "ids": [1, 2]}
     again = record_findings(alerts, CONSECUTIVE_FAILURES, [finding], now=NOW + MIN)
-    assert again.refreshed[0].details == alert.details == alerts.open_alerts()[0].details
+    assert (
+        again.refreshed[0].details == alert.details == alerts.list_alerts(status="open")[0].details
+    )
     bad = dataclasses.replace(finding, details={"x": float("nan")})
     with pytest.raises(InvalidInputError, match="details"):
         record_findings(alerts, CONSECUTIVE_FAILURES, [bad], now=NOW + 2 * MIN)
@@ -670,7 +668,7 @@ def test_a_slow_sink_does_not_let_a_racing_tick_send_again(
     assert len(racing) == 1
     assert sorted(sink.events) == [("opened", f"consecutive_failures:{n}") for n in "abc"]
     assert racing[0].delivered == [] and len(report.delivered) == 3
-    assert [a.notify_count for a in alerts.open_alerts()] == [1, 1, 1]
+    assert [a.notify_count for a in alerts.list_alerts(status="open")] == [1, 1, 1]
 
 
 def test_each_notification_is_marked_delivered_as_soon_as_it_is_sent(
@@ -690,8 +688,8 @@ def test_each_notification_is_marked_delivered_as_soon_as_it_is_sent(
     with pytest.raises(TickKilled):
         deliver_pending(alerts, [DiesOnSecond()], now=NOW, renotify_after=None)
     [first] = sink.sent
-    stored = alerts.get_alert(first.alert.alert_id)
-    assert stored is not None and (stored.notify_count, stored.last_notified_at) == (1, NOW)
+    stored = {a.alert_id: a for a in alerts.list_alerts()}[first.alert.alert_id]
+    assert (stored.notify_count, stored.last_notified_at) == (1, NOW)
 
     # A later tick, once the dead tick's claim on the one it was sending has expired (claims
     # run on the wall clock), sends the other two only.
@@ -720,9 +718,9 @@ def test_delivered_notifications_are_marked_in_groups(alerts: AlertStore) -> Non
     # Groups of at most 50 within each claimed batch of 100 (more when a group's time runs
     # out first); one statement per notification before.
     assert 3 <= len(marks) <= 20
-    stored = alerts.open_alerts()
+    stored = alerts.list_alerts(status="open", limit=None)
     assert {(a.notify_count, a.last_notified_at) for a in stored} == {(1, NOW)}
-    assert alerts.pending(now=NOW, reminder_cutoff=None) == []
+    assert deliver_pending(alerts, [sink], now=NOW, renotify_after=None).delivered == []
 
 
 def test_a_tick_stops_at_its_time_budget_and_the_next_sends_the_rest(
@@ -735,13 +733,10 @@ def test_a_tick_stops_at_its_time_budget_and_the_next_sends_the_rest(
     # Each send sleeps 0.2 s, so the budget is spent after one or two of them.
     assert 1 <= len(first.delivered) <= 2 and first.failed == []
     assert first.out_of_time
-    # What was left is not held by a claim: any tick can send it right away.
-    left = alerts.pending(now=NOW, reminder_cutoff=None)
-    assert len(left) == 5 - len(first.delivered)
-
+    # What was left is not held by a claim: a tick at the same time sends it right away.
     sink.delay = 0.0
-    second = deliver_pending(alerts, [sink], now=NOW + MIN, renotify_after=None)
-    assert len(second.delivered) == len(left) and not second.out_of_time
+    second = deliver_pending(alerts, [sink], now=NOW, renotify_after=None)
+    assert len(second.delivered) == 5 - len(first.delivered) and not second.out_of_time
     assert sorted(sink.events) == [("opened", f"consecutive_failures:{n}") for n in "abcde"]
 
 
@@ -778,7 +773,7 @@ def test_every_notification_is_sent_while_its_claim_holds(
     assert sorted(left) == ["a", "b", "c", "d"]
     # Each send started with at least (nearly) half of its claim left.
     assert all(time_left > 0.4 * claim_for for time_left in left.values()), left
-    assert all(a.notify_count == 1 for a in alerts.open_alerts())
+    assert all(a.notify_count == 1 for a in alerts.list_alerts(status="open"))
 
 
 def test_deliveries_can_be_limited_to_some_rules(alerts: AlertStore) -> None:
@@ -798,10 +793,11 @@ def test_deliveries_can_be_limited_to_some_rules(alerts: AlertStore) -> None:
     )
     assert stale_sink.events == [("opened", "stale_watermark:accounts")]
     assert [n.alert.rule for n in only_stale.delivered] == [STALE_WATERMARK]
-    [pending] = alerts.pending(now=NOW, reminder_cutoff=None)
-    assert pending.rule == CONSECUTIVE_FAILURES
-    assert alerts.pending(now=NOW, reminder_cutoff=None, rules=[STALE_WATERMARK]) == []
-
+    again = deliver_pending(
+        alerts, [stale_sink], now=NOW, renotify_after=None, rules=[STALE_WATERMARK]
+    )
+    assert again.delivered == []  # nothing of that rule is due any more
+    # The failures alert was left due, for a delivery that takes its rule.
     everything = deliver_pending(alerts, [failures_sink], now=NOW, renotify_after=None)
     assert failures_sink.events == [("opened", "consecutive_failures:accounts")]
     assert len(everything.delivered) == 1

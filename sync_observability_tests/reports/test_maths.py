@@ -76,8 +76,9 @@ def test_operations_and_colour_labels():
 
 
 def test_health_score_weights_and_missing_parts():
-    assert maths.resource_health_percent(["green", "yellow", "red", "green"]) == 62.5
-    assert maths.resource_health_percent([]) is None
+    assert maths.resource_health_from_counts({"green": 2, "yellow": 1, "red": 1}) == 62.5
+    assert maths.resource_health_from_counts({"green": 0, "yellow": 0, "red": 0}) is None
+    assert maths.resource_health_from_counts({}) is None
     assert maths.health_score(99.8, 100.0) == 99.9  # 69.86 + 30
     assert maths.health_score(None, 62.5) == 62.5
     assert maths.health_score(80.0, None) == 80.0
