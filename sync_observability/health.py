@@ -1,5 +1,7 @@
 """Health colours and the status overview: seed 001's dashboard query as pure functions.
 
+Seed 001 is the ``vantage_sync_state`` design described in docs/seeds.md.
+
 No SQL and no Dagster here: rows from ``SyncStore.list_states()`` plus ``now`` in, plain data out,
 so the rules are tested without a database and the CLI, reports and sensors agree on them. The
 default limits are the alert rules' (:class:`~sync_observability.alerts.rules.Thresholds`), and

@@ -1,4 +1,6 @@
-"""Run metrics of a sync (seed 002): cost, data volume, peak memory, data quality, tags.
+"""Run metrics of a sync: cost, data volume, peak memory, data quality, tags.
+
+What seed 002 (docs/seeds.md) tracks per ETL run beyond counts.
 
 Recorded with :meth:`RunMetricsMixin.record_metrics`, validated on the way in, and stored by the
 tracker in ``sync_history.metadata["metrics"]`` with seed 002's names::
@@ -14,7 +16,8 @@ tracker in ``sync_history.metadata["metrics"]`` with seed 002's names::
     }
 
 Only what was recorded appears. Quality scores are fractions between 0 and 1, as in seed 002
-(0.95, not 95). ``storage/reporting/daily_costs.py`` sums cost and volume per day and resource from there.
+(0.95, not 95). ``storage/reporting/daily_costs.py`` sums cost and volume per day and resource
+from there.
 
 Examples:
     .. code-block:: python
@@ -31,11 +34,13 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from sync_observability.errors import InvalidInputError
-from sync_observability.validation import check_count, check_name, check_number
+from sync_observability.validation import check_count, check_name, check_number, check_text
+
+_V = TypeVar("_V")
 
 MAX_TAG_VALUE_LENGTH = 1000
 # record_metrics' quality arguments and the names they are stored under (seed 002's).
@@ -148,32 +153,27 @@ _ORDER = (
 
 
 def _check_cost_parts(parts: Any) -> dict[str, float]:
-    if parts is None:
-        return {}
-    if not isinstance(parts, Mapping):
-        raise InvalidInputError("cost_parts", parts, "must be a mapping of name to US dollars")
-    checked = {}
-    for name, value in parts.items():
-        check_name("cost_parts key", name)
-        checked[name] = float(check_number(f"cost_parts[{name!r}]", value))
-    return checked
+    return _check_mapping(
+        "cost_parts", parts, "name to US dollars", lambda n, v: float(check_number(n, v))
+    )
 
 
 def _check_tags(tags: Any) -> dict[str, str]:
-    if tags is None:
+    return _check_mapping(
+        "tags", tags, "string to string", lambda n, v: check_text(n, v, MAX_TAG_VALUE_LENGTH)
+    )
+
+
+def _check_mapping(
+    name: str, value: Any, of: str, check: Callable[[str, Any], _V]
+) -> dict[str, _V]:
+    """``value`` (None: empty) as a dict of names to what ``check(f"{name}[key]", item)`` gives."""
+    if value is None:
         return {}
-    if not isinstance(tags, Mapping):
-        raise InvalidInputError("tags", tags, "must be a mapping of string to string")
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(name, value, f"must be a mapping of {of}")
     checked = {}
-    for key, value in tags.items():
-        check_name("tags key", key)
-        if not isinstance(value, str):
-            raise InvalidInputError(f"tags[{key!r}]", value, "must be a string")
-        if len(value) > MAX_TAG_VALUE_LENGTH:
-            raise InvalidInputError(
-                f"tags[{key!r}]",
-                value,
-                f"is {len(value)} characters long; the limit is {MAX_TAG_VALUE_LENGTH}",
-            )
-        checked[key] = value
+    for key, item in value.items():
+        check_name(f"{name} key", key)
+        checked[key] = check(f"{name}[{key!r}]", item)
     return checked

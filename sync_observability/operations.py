@@ -1,5 +1,7 @@
 """Operational events of a sync (seed 003's operation logs), written to ``operation_log``.
 
+Seeds 003 and 004 are described in docs/seeds.md.
+
 A ``SyncRun`` logs what went wrong with single records while the sync as a whole carries on:
 data-quality errors, dedup and source-authority conflicts, cast errors, upsert failures, lock
 conflicts; and, for manual operations outside Dagster (seed 004), backups, maintenance,
@@ -39,7 +41,13 @@ from sync_observability.storage import operation_store
 from sync_observability.storage.operation_store import PendingEvent
 from sync_observability.storage.schema import OPERATION_CATEGORIES
 from sync_observability.storage.store import SyncStore
-from sync_observability.validation import check_aware, check_name, check_number
+from sync_observability.validation import (
+    check_aware,
+    check_length,
+    check_name,
+    check_number,
+    check_text,
+)
 
 MAX_ENTITY_KEY_LENGTH = 1000
 MAX_MESSAGE_LENGTH = 10_000
@@ -55,12 +63,7 @@ def _check_entity_key(value: Any, *, optional: bool = True) -> str | None:
         )
     if not value:
         raise InvalidInputError("entity_key", value, "must not be empty")
-    if len(value) > MAX_ENTITY_KEY_LENGTH:
-        raise InvalidInputError(
-            "entity_key",
-            value,
-            f"is {len(value)} characters long; the limit is {MAX_ENTITY_KEY_LENGTH}",
-        )
+    check_length("entity_key", value, MAX_ENTITY_KEY_LENGTH)
     return value
 
 
@@ -68,13 +71,7 @@ def _check_text(field: str, value: Any, *, optional: bool = False) -> str | None
     """A free-text field: a string (may be empty), at most MAX_MESSAGE_LENGTH characters."""
     if value is None and optional:
         return None
-    if not isinstance(value, str):
-        raise InvalidInputError(field, value, "must be a string")
-    if len(value) > MAX_MESSAGE_LENGTH:
-        raise InvalidInputError(
-            field, value, f"is {len(value)} characters long; the limit is {MAX_MESSAGE_LENGTH}"
-        )
-    return value
+    return check_text(field, value, MAX_MESSAGE_LENGTH)
 
 
 def _details_json(value: Any) -> str:

@@ -36,11 +36,24 @@ def check_name(field: str, value: Any, *, optional: bool = False) -> str | None:
         raise InvalidInputError(
             field, value, "must not contain a NUL character or a lone surrogate"
         )
-    if len(value) > MAX_NAME_LENGTH:
-        raise InvalidInputError(
-            field, value, f"is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}"
-        )
+    check_length(field, value, MAX_NAME_LENGTH)
     return value
+
+
+def check_text(field: str, value: Any, limit: int) -> str:
+    """Free text: a string (may be empty) of at most ``limit`` characters."""
+    if not isinstance(value, str):
+        raise InvalidInputError(field, value, "must be a string")
+    check_length(field, value, limit)
+    return value
+
+
+def check_length(field: str, value: str, limit: int) -> None:
+    """Refuse ``value`` when it is longer than ``limit`` characters."""
+    if len(value) > limit:
+        raise InvalidInputError(
+            field, value, f"is {len(value)} characters long; the limit is {limit}"
+        )
 
 
 def check_sync_type(value: Any) -> str:

@@ -124,3 +124,13 @@ def tracker(backend: Backend) -> Iterator[SyncTracker]:
     yield t
     if t._store is not None:
         t._store.dispose()
+
+
+@pytest.fixture(scope="module")
+def instance() -> Iterator[Any]:
+    """A real, temporary Dagster instance for the module: creating one takes seconds, and tests
+    tell their runs apart by run id."""
+    import dagster as dg  # not for the tests without Dagster
+
+    with dg.instance_for_test() as instance:
+        yield instance

@@ -1,14 +1,13 @@
 """Parallel writers lose no row and no count: OS processes, and Dagster's multiprocess executor.
 
 The rule for two syncs of one resource at the same time: the second is refused with
-``SyncAlreadyRunningError`` (DESIGN.md, "Concurrency"); these tests hold every process to it.
+``SyncAlreadyRunningError`` (docs/contract.md, "Lifecycle"); these tests hold every process to it.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset parameters' annotations.
 
 import multiprocessing
 import os
-import queue
 import time
 import traceback
 from collections import Counter
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 
 from sync_observability import SyncAlreadyRunningError, SyncRecord, SyncStore, SyncTracker
 from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
+from sync_observability_tests.processes import workers_running
 
 
 @pytest.fixture(params=WITH_PARTITIONED)
@@ -98,20 +98,8 @@ def _run_workers(backend: Backend) -> list[dict[str, Any]]:
         )
         for worker in range(WORKERS)
     ]
-    for process in processes:
-        process.start()
-    try:
+    with workers_running(processes, results):
         reports = [results.get(timeout=PROCESS_TIMEOUT_S) for _ in processes]
-    except queue.Empty:
-        pytest.fail("a worker process did not report in time")
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=10)
-        results.close()
-        results.join_thread()
     errors = [r["error"] for r in reports if "error" in r]
     assert not errors, "\n".join(errors)
     assert [p.exitcode for p in processes] == [0] * WORKERS

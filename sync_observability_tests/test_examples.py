@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -15,13 +14,6 @@ from sync_observability_tests.conftest import Backend
 
 RESOURCES = {f"vantage/{name}" for name in vantage.VANTAGE_RESOURCES}
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[dg.DagsterInstance]:
-    """One real Dagster instance for the module: each test's runs are told apart by run id."""
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def materialize(

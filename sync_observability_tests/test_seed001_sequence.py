@@ -78,8 +78,8 @@ def test_seed_001_manual_testing_sequence(
     assert (row["records_synced"], row["records_created"], row["records_updated"]) == (100, 10, 90)
     state = tracker.get_state("accounts")
     assert state is not None
-    # DESIGN.md's watermark rule refines the seed's "now()": it is the sync's start, so rows
-    # modified while the sync ran are fetched again next time.
+    # The contract's watermark rule (docs/contract.md) refines the seed's "now()": it is the
+    # sync's start, so rows modified while the sync ran are fetched again next time.
     assert state.last_sync_time == sync.started_at
     assert before_start <= state.last_sync_time <= state.completed_at <= after_end
     assert state.duration_ms == round((state.completed_at - state.started_at).total_seconds() * 1e3)

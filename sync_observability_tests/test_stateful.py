@@ -1,10 +1,10 @@
 """Random lifecycles through SyncStore, checked against an in-memory model after every step.
 
-The model is DESIGN.md's rules written out plainly: one running sync per resource; a success
-moves the watermark to the advanced value, else to the sync's start time (never backwards);
-a failure or a reap never moves it; ``consecutive_failures`` grows on each failure and resets on
-success; a finish of a sync that is no longer running is refused, unless it replays the very
-same outcome (a lost commit acknowledgement). A fake clock keeps every example deterministic.
+The model is the contract's rules (docs/contract.md) written out plainly: one running sync per
+resource; a success moves the watermark to the advanced value, else to the sync's start time (never
+backwards); a failure or a reap never moves it; ``consecutive_failures`` grows on each failure and
+resets on success; a finish of a sync that is no longer running is refused, unless it replays the
+very same outcome (a lost commit acknowledgement). A fake clock keeps every example deterministic.
 """
 
 from __future__ import annotations

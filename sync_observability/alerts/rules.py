@@ -7,9 +7,9 @@ resources never produce findings.
 
 Decisions where the requirements were silent:
 
-- Every "longer than" / "more than" is strict, as in seed 001's SQL (``started_at < now() -
-  interval '30 minutes'``): a sync running exactly ``stuck_after`` is not stuck, one second more
-  is. The same holds for ``stale_after``, ``slow_after``, ``slow_factor`` and the volume band.
+- Every "longer than" / "more than" is strict, as in seed 001's SQL (docs/seeds.md: ``started_at <
+  now() - interval '30 minutes'``): a sync running exactly ``stuck_after`` is not stuck, one second
+  more is. The same holds for ``stale_after``, ``slow_after``, ``slow_factor`` and the volume band.
 - Times in the future (clock skew between workers) never make a finding on their own: a sync
   that "started" in the future is not stuck, a success in the future is not stale.
 - ``Finding.since`` is the moment the finding is about: the latest failure (consecutive

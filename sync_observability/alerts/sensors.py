@@ -85,6 +85,16 @@ class _Judgement:
 _Judge = Callable[[dg.SensorEvaluationContext, SyncStore, AlertPolicy, dt.datetime], _Judgement]
 
 
+def _judged_all(store: SyncStore, findings: list[Finding], nothing_found: str) -> _Judgement:
+    """A judgement of every resource: those the rule's read left out cannot be flagged."""
+    return _Judgement(
+        findings=findings,
+        checked=None,
+        resources=store.count_states(),
+        nothing_found=nothing_found,
+    )
+
+
 # -- what each rule reads and finds ------------------------------------------------------------
 
 
@@ -95,13 +105,8 @@ def _consecutive_failures(
     states = store.list_states(
         min_consecutive_failures=min(_override_values(policy, "consecutive_failures"))
     )
-    threshold = policy.defaults.consecutive_failures
-    return _Judgement(
-        findings=check_consecutive_failures(states, policy, now),
-        checked=None,
-        resources=store.count_states(),
-        nothing_found=f"no resource at or over {threshold} consecutive failures",
-    )
+    nothing = f"no resource at or over {policy.defaults.consecutive_failures} consecutive failures"
+    return _judged_all(store, check_consecutive_failures(states, policy, now), nothing)
 
 
 def _stuck_runs(
@@ -143,12 +148,8 @@ def _stale_watermarks(
     shortest = min(_override_values(policy, "stale_after"))
     states = store.list_states(last_success_before=now - shortest)
     hours = policy.defaults.stale_after.total_seconds() / 3600
-    return _Judgement(
-        findings=check_stale_watermarks(states, policy, now),
-        checked=None,
-        resources=store.count_states(),
-        nothing_found=f"every resource synced successfully within {hours:g} h",
-    )
+    nothing = f"every resource synced successfully within {hours:g} h"
+    return _judged_all(store, check_stale_watermarks(states, policy, now), nothing)
 
 
 def _slow_syncs(
@@ -164,16 +165,11 @@ def _slow_syncs(
         min_samples=min(_override_values(policy, "slow_min_samples")),
     )
     minutes = policy.defaults.slow_after.total_seconds() / 60
-    return _Judgement(
-        findings=check_slow_syncs(
-            candidates.states, policy, now, recent_durations_ms=candidates.values
-        ),
-        checked=None,
-        resources=store.count_states(),
-        nothing_found=(
-            f"no last sync over {minutes:g} min or over its slow factor x the median of recent runs"
-        ),
+    nothing = (
+        f"no last sync over {minutes:g} min or over its slow factor x the median of recent runs"
     )
+    found = check_slow_syncs(candidates.states, policy, now, recent_durations_ms=candidates.values)
+    return _judged_all(store, found, nothing)
 
 
 def _volume_anomalies(
@@ -187,17 +183,10 @@ def _volume_anomalies(
         sigma=min(_override_values(policy, "volume_sigma")) if len(windows) == 1 else None,
         min_samples=min(_override_values(policy, "volume_min_samples")),
     )
-    return _Judgement(
-        findings=check_volume_anomalies(
-            candidates.states, policy, now, recent_volumes=candidates.values
-        ),
-        checked=None,
-        resources=store.count_states(),
-        nothing_found=(
-            f"no record count outside mean +/- {policy.defaults.volume_sigma:g} sigma of "
-            "recent runs"
-        ),
-    )
+    sigma = policy.defaults.volume_sigma
+    nothing = f"no record count outside mean +/- {sigma:g} sigma of recent runs"
+    found = check_volume_anomalies(candidates.states, policy, now, recent_volumes=candidates.values)
+    return _judged_all(store, found, nothing)
 
 
 def _watermark_not_moving(
@@ -207,15 +196,9 @@ def _watermark_not_moving(
     timed = any(v is not None for v in _override_values(policy, "not_moving_after"))
     fewest = min(_override_values(policy, "not_moving_after_syncs"))
     states = store.list_states(min_syncs_since_advance=1 if timed else fewest)
-    return _Judgement(
-        findings=check_watermark_not_moving(states, policy, now),
-        checked=None,
-        resources=store.count_states(),
-        nothing_found=(
-            f"no watermark left in place by {policy.defaults.not_moving_after_syncs} or "
-            "more successful syncs in a row"
-        ),
-    )
+    syncs = policy.defaults.not_moving_after_syncs
+    nothing = f"no watermark left in place by {syncs} or more successful syncs in a row"
+    return _judged_all(store, check_watermark_not_moving(states, policy, now), nothing)
 
 
 # -- the table the factories are built from ----------------------------------------------------
@@ -304,9 +287,9 @@ _RULE_SENSORS = {
             judge=_volume_anomalies,
             summary=(
                 "A sensor that warns when a sync processed an unusual number of records (seed "
-                "004).\n\nUnusual: outside mean +/- ``volume_sigma`` standard deviations of the "
-                "previous successful runs (30 by default, at least 10), read with one bounded "
-                "query per tick."
+                "004's 2-sigma rule, docs/seeds.md).\n\nUnusual: outside mean +/- "
+                "``volume_sigma`` standard deviations of the previous successful runs (30 by "
+                "default, at least 10), read with one bounded query per tick."
             ),
             description="Warns when a sync processed far more or fewer records than usual.",
         ),

@@ -16,8 +16,8 @@ Examples:
     .. code-block:: console
 
         $ sync-obs demo --runs 3
-        $ sync-obs status --json
-        $ sync-obs history --resource vantage/accounts --status failed --since 7d
+        $ sync-obs alerts --status open
+        $ sync-obs report dashboard --json
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ from rich.text import Text
 
 from sync_observability.cli.options import (
     ROW_LIMIT,
+    SINCE_HELP,
+    DatabaseOption,
     OneLineErrorsCommand,
     Since,
     database_options,
     json_option,
-    open_store,
 )
 from sync_observability.cli.output import echo_json, make_console, when
 from sync_observability.storage.alert_store import Alert, AlertStore
@@ -46,8 +47,8 @@ _SEVERITY_STYLES = {"critical": "red", "warning": "yellow"}
     type=Since(),
     default="7d",
     show_default=True,
-    help="Resolved alerts only when resolved at or after this (open alerts always show): an "
-    "ISO 8601 datetime (UTC if no offset) or a duration back from now such as 24h, 7d.",
+    help=f"Resolved alerts only when resolved at or after this (open alerts always show): "
+    f"{SINCE_HELP}.",
 )
 @click.option("--limit", type=ROW_LIMIT, default=50, show_default=True)
 @database_options
@@ -56,13 +57,11 @@ def alerts(
     status: str,
     since: dt.datetime,
     limit: int,
-    database_url: str | None,
-    schema: str,
-    storage_timeout: float,
+    database: DatabaseOption,
     as_json: bool,
 ) -> None:
     """Open alerts and recently resolved ones, newest first."""
-    with open_store(database_url, schema, storage_timeout) as store:
+    with database.open() as store:
         rows = AlertStore(store).list_alerts(
             status=None if status == "all" else status, since=since, limit=limit
         )

@@ -22,7 +22,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sync_observability.cli.options import DAYS, ROW_COUNT, ROW_LIMIT, database_options, open_store
+from sync_observability.cli.options import (
+    DAYS,
+    ROW_COUNT,
+    ROW_LIMIT,
+    DatabaseOption,
+    database_options,
+)
 from sync_observability.cli.output import make_console
 from sync_observability.errors import SyncObservabilityError
 from sync_observability.retention.steps import (
@@ -90,9 +96,7 @@ EXIT_SKIPPED = 2
 @click.pass_context
 def archive(
     ctx: click.Context,
-    database_url: str | None,
-    schema: str,
-    storage_timeout: float,
+    database: DatabaseOption,
     archive_after_days: int,
     purge_after_days: int,
     alerts_after_days: int,
@@ -117,7 +121,7 @@ def archive(
             dry_run=dry_run,
             keep_last_per_resource=keep_last,
         )
-        with open_store(database_url, schema, storage_timeout, create=not dry_run) as store:
+        with database.open(create=not dry_run) as store:
             where = store.url
             show_bar = console.is_terminal and not as_json and not dry_run
             with _progress_bar(console, enabled=show_bar) as progress:

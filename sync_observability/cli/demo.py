@@ -10,12 +10,13 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import click
 from rich.console import Console
 
-from sync_observability.cli.options import database_options, open_store
+from sync_observability.cli.options import DatabaseOption, database_options
 from sync_observability.cli.output import make_console
 from sync_observability.cli.sync import print_status, status_rows
 from sync_observability.clock import utcnow
@@ -36,7 +37,7 @@ MAX_DEMO_RUNS = 1_000
     help="How many times to materialize the example assets.",
 )
 @database_options
-def demo(runs: int, database_url: str | None, schema: str, storage_timeout: float) -> None:
+def demo(runs: int, database: DatabaseOption) -> None:
     """Materialize the example Vantage assets a few times, then print the status table.
 
     Runs on an ephemeral Dagster instance; the syncs are recorded in the database (by default a
@@ -49,16 +50,19 @@ def demo(runs: int, database_url: str | None, schema: str, storage_timeout: floa
     from sync_observability.tracking import SyncTracker
 
     console = make_console()
-    url = database_url or default_database_url()
+    # The tracker writes where the status table reads, the default database included.
+    database = dataclasses.replace(database, url=database.url or default_database_url())
     unrecorded = 0
-    with open_store(url, schema, storage_timeout, create=True) as store:
+    with database.open(create=True) as store:
         console.print(
             f"Materializing the {len(vantage_assets)} example Vantage assets {runs} time(s).",
             soft_wrap=True,
         )
         console.print(f"Database: {store.url}", soft_wrap=True)
         tracker = SyncTracker(
-            database_url=url, schema_name=schema, storage_timeout_seconds=storage_timeout
+            database_url=database.url,
+            schema_name=database.schema,
+            storage_timeout_seconds=database.storage_timeout,
         )
         for number in range(1, runs + 1):
             started = utcnow()

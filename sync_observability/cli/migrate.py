@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import click
 
-from sync_observability.cli.options import database_options, open_store
+from sync_observability.cli.options import DatabaseOption, database_options
 
 
 @click.command()
 @database_options
-def migrate(database_url: str | None, schema: str, storage_timeout: float) -> None:
+def migrate(database: DatabaseOption) -> None:
     """Create or upgrade the tables (Alembic); prints the revision before and after."""
     # Alembic loads here, when a migration is asked for, not with the CLI.
     from sync_observability.storage import migrate as migrations
 
-    with open_store(
-        database_url, schema, storage_timeout, create=True, auto_migrate=False
-    ) as store:
+    with database.open(create=True, auto_migrate=False) as store:
         before = store.migrate()
         after = store.db.read(migrations.current_revision, "read revision")
-        where = store.url if store.dialect == "sqlite" else f"{store.url} (schema {schema})"
+        where = (
+            store.url if store.dialect == "sqlite" else f"{store.url} (schema {database.schema})"
+        )
         click.echo(f"database:        {where}")
         click.echo(f"revision before: {before or '(none: new database)'}")
         click.echo(f"revision after:  {after}")

@@ -7,7 +7,9 @@ database is opened; an error from the package is one line and exit code 1.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -44,6 +46,10 @@ MAX_DAYS = 36_500
 ROW_LIMIT = click.IntRange(min=1, max=MAX_ROWS)
 ROW_COUNT = click.IntRange(min=0, max=MAX_ROWS)
 DAYS = click.IntRange(min=1, max=MAX_DAYS)
+SINCE_HELP = (
+    "an ISO 8601 datetime (UTC if no offset) or a duration back from now such as 30m, 24h, 7d"
+)
+"""What a :class:`Since` option takes, for its help text."""
 
 
 def _one_line(error: SyncObservabilityError) -> click.ClickException:
@@ -51,24 +57,20 @@ def _one_line(error: SyncObservabilityError) -> click.ClickException:
     return click.ClickException(" ".join(str(error).split()))
 
 
-class OneLineErrorsGroup(click.Group):
+class _OneLineErrors(click.Command):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SyncObservabilityError as error:
+            raise _one_line(error) from error
+
+
+class OneLineErrorsGroup(_OneLineErrors, click.Group):
     """A group whose package errors become one line on stderr and exit code 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SyncObservabilityError as error:
-            raise _one_line(error) from error
 
-
-class OneLineErrorsCommand(click.Command):
+class OneLineErrorsCommand(_OneLineErrors):
     """The same for a command used on its own."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SyncObservabilityError as error:
-            raise _one_line(error) from error
 
 
 class DatabaseUrl(click.ParamType):
@@ -115,9 +117,52 @@ class Seconds(click.FloatRange):
         return seconds
 
 
+@dataclasses.dataclass(frozen=True)
+class DatabaseOption:
+    """Where a command's store lives: ``--database-url``, ``--schema``, ``--storage-timeout``."""
+
+    url: str | None
+    schema: str
+    storage_timeout: float
+
+    @contextmanager
+    def open(
+        self, *, create: bool = False, auto_migrate: bool = True, rollups: str = "refresh"
+    ) -> Iterator[SyncStore]:
+        """A SyncStore on this URL or the default one, disposed of afterwards.
+
+        Args:
+            create: whether a missing SQLite file may be created (write commands). Without it a
+                missing file is a one-line error and nothing is created, not even its folder.
+        """
+        url = self.url or default_database_url()
+        if not create:
+            _refuse_missing_sqlite_file(url)
+        store = SyncStore.from_url(
+            url,
+            schema=self.schema,
+            auto_migrate=auto_migrate,
+            rollups=rollups,
+            storage_timeout_seconds=self.storage_timeout,
+        )
+        try:
+            yield store
+        finally:
+            store.dispose()
+
+
 def database_options(fn: F) -> F:
-    """``--database-url``, ``--schema`` and ``--storage-timeout``, shared by every command."""
-    fn = click.option(
+    """``--database-url``, ``--schema`` and ``--storage-timeout``, shared by every command and
+    handed to it as one ``database`` argument (a :class:`DatabaseOption`)."""
+
+    @functools.wraps(fn)
+    def command(
+        *args: Any, database_url: str | None, schema: str, storage_timeout: float, **kwargs: Any
+    ) -> Any:
+        return fn(*args, database=DatabaseOption(database_url, schema, storage_timeout), **kwargs)
+
+    wrapped: Any = command
+    wrapped = click.option(
         "--storage-timeout",
         "storage_timeout",
         type=Seconds(max=MAX_STORAGE_TIMEOUT_SECONDS),
@@ -127,14 +172,14 @@ def database_options(fn: F) -> F:
         show_envvar=True,
         help="Give up on the database after this many seconds (retries included) with a "
         "one-line error.",
-    )(fn)
-    fn = click.option(
+    )(wrapped)
+    wrapped = click.option(
         "--schema",
         default=DEFAULT_SCHEMA,
         show_default=True,
         help="PostgreSQL schema holding the tables (ignored on SQLite).",
-    )(fn)
-    fn = click.option(
+    )(wrapped)
+    wrapped = click.option(
         "--database-url",
         type=DatabaseUrl(),
         default=None,
@@ -144,8 +189,8 @@ def database_options(fn: F) -> F:
             "Commands that only read never create a SQLite file: a missing one is an error "
             "(exit code 1)."
         ),
-    )(fn)
-    return fn
+    )(wrapped)
+    return wrapped
 
 
 def json_option(fn: F) -> F:
@@ -153,38 +198,6 @@ def json_option(fn: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print JSON (a list of objects) instead of a table."
     )(fn)
-
-
-@contextmanager
-def open_store(
-    database_url: str | None,
-    schema: str,
-    storage_timeout: float = DEFAULT_STORAGE_TIMEOUT_SECONDS,
-    *,
-    create: bool = False,
-    auto_migrate: bool = True,
-    rollups: str = "refresh",
-) -> Iterator[SyncStore]:
-    """A SyncStore on the given URL or the default one, disposed of afterwards.
-
-    Args:
-        create: whether a missing SQLite file may be created (write commands). Without it a
-            missing file is a one-line error and nothing is created, not even its folder.
-    """
-    url = database_url or default_database_url()
-    if not create:
-        _refuse_missing_sqlite_file(url)
-    store = SyncStore.from_url(
-        url,
-        schema=schema,
-        auto_migrate=auto_migrate,
-        rollups=rollups,
-        storage_timeout_seconds=storage_timeout,
-    )
-    try:
-        yield store
-    finally:
-        store.dispose()
 
 
 def _refuse_missing_sqlite_file(url: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.table import Table
 
 # Wide enough for the status table (eleven columns, two timestamps) with 26-character names;
 # a table only takes the width it needs.
@@ -46,3 +47,9 @@ def when(value: dt.datetime | None) -> str:
 def number(value: float | None, fmt: str = "{:,}") -> str:
     """A number formatted with ``fmt``, or ``-``."""
     return "-" if value is None else fmt.format(value)
+
+
+def add_columns(table: Table, *names: str, **options: Any) -> None:
+    """Add the columns ``names`` to ``table``, each with ``options`` (``justify="right"``)."""
+    for name in names:
+        table.add_column(name, **options)

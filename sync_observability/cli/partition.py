@@ -14,7 +14,7 @@ import json
 import click
 import sqlalchemy as sa
 
-from sync_observability.cli.options import database_options, open_store
+from sync_observability.cli.options import DatabaseOption, database_options
 from sync_observability.cli.output import make_console
 from sync_observability.clock import utcnow
 from sync_observability.errors import SyncObservabilityError
@@ -39,9 +39,7 @@ def partition() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
 def enable(
-    database_url: str | None,
-    schema: str,
-    storage_timeout: float,
+    database: DatabaseOption,
     months_ahead: int,
     as_json: bool,
 ) -> None:
@@ -51,7 +49,7 @@ def enable(
     Safe to rerun; a partitioned table is left as is.
     """
     try:
-        with open_store(database_url, schema, storage_timeout, create=True) as store:
+        with database.open(create=True) as store:
             result = partitioning.enable_partitioning(
                 store, now=utcnow(), months_ahead=months_ahead
             )
@@ -76,10 +74,10 @@ def enable(
 @partition.command("status")
 @database_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
-def status(database_url: str | None, schema: str, storage_timeout: float, as_json: bool) -> None:
+def status(database: DatabaseOption, as_json: bool) -> None:
     """Whether sync_history is partitioned, and its monthly partitions."""
     try:
-        with open_store(database_url, schema, storage_timeout) as store:
+        with database.open() as store:
             if store.dialect != "postgresql":
                 raise click.ClickException("partitioning needs PostgreSQL (SQLite has none)")
 

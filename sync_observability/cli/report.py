@@ -21,10 +21,11 @@ from rich.text import Text
 
 from sync_observability.cli.options import (
     DAYS,
+    SINCE_HELP,
+    DatabaseOption,
     OneLineErrorsCommand,
     Since,
     database_options,
-    open_store,
 )
 from sync_observability.cli.output import echo_json, make_console, when
 from sync_observability.storage.store import ROLLUP_MODES
@@ -102,8 +103,7 @@ class ReportName(click.Choice):
     "as_of",
     type=Since(),
     default=None,
-    help="Report as of this time instead of now: an ISO 8601 datetime (UTC if no offset) or a "
-    "duration back from now such as 24h, 7d.",
+    help=f"Report as of this time instead of now: {SINCE_HELP}.",
 )
 @click.option(
     "--all",
@@ -138,9 +138,7 @@ def report(
     rollups: str,
     as_json: bool,
     as_csv: bool,
-    database_url: str | None,
-    schema: str,
-    storage_timeout: float,
+    database: DatabaseOption,
 ) -> None:
     """Print the report NAME as a table (or --json, --csv).
 
@@ -177,7 +175,7 @@ def report(
                 f"--resource applies to {', '.join(RESOURCE_OPTION)}, not {name}."
             )
         kwargs["resource"] = resource
-    with open_store(database_url, schema, storage_timeout, rollups=rollups) as store:
+    with database.open(rollups=rollups) as store:
         try:
             frame = REPORTS[name](store, **kwargs)
         except OverflowError:

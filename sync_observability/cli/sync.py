@@ -23,12 +23,13 @@ from rich.text import Text
 
 from sync_observability.cli.options import (
     ROW_LIMIT,
+    SINCE_HELP,
+    DatabaseOption,
     Since,
     database_options,
     json_option,
-    open_store,
 )
-from sync_observability.cli.output import echo_json, make_console, number, when
+from sync_observability.cli.output import add_columns, echo_json, make_console, number, when
 from sync_observability.clock import utcnow
 from sync_observability.health import status_overview
 from sync_observability.storage.records import SyncRecord, SyncState
@@ -42,15 +43,15 @@ ERROR_WIDTH = 60
 @click.command()
 @database_options
 @json_option
-def status(database_url: str | None, schema: str, storage_timeout: float, as_json: bool) -> None:
-    """Every resource's last sync with a red/yellow/green health (seed 001's dashboard).
+def status(database: DatabaseOption, as_json: bool) -> None:
+    """Every resource's last sync with a red/yellow/green health.
 
     Last run is when the last sync finished (or started, while one runs); Watermark is how far
     the syncs have read (last_sync_time, which an asset may set to any time) and Age h its age.
     Red: the last sync failed, or it has been running for over 30 minutes. Yellow: the
     watermark is over 24 hours old, or the resource never ran. Green: otherwise.
     """
-    with open_store(database_url, schema, storage_timeout) as store:
+    with database.open() as store:
         rows = status_rows(store.list_states(), utcnow())
         if as_json:
             echo_json(rows)
@@ -81,12 +82,7 @@ def print_status(console: Console, rows: list[dict[str, Any]], where: str) -> No
     table.add_column("Status")
     table.add_column("Last run (UTC)")
     table.add_column("Watermark (UTC)")
-    table.add_column("Age h", justify="right")
-    table.add_column("Running s", justify="right")
-    table.add_column("Records", justify="right")
-    table.add_column("ms", justify="right")
-    table.add_column("Errors", justify="right")
-    table.add_column("Fails", justify="right")
+    add_columns(table, "Age h", "Running s", "Records", "ms", "Errors", "Fails", justify="right")
     table.add_column("Health", no_wrap=True)
     for row in rows:
         table.add_row(
@@ -111,8 +107,7 @@ def print_status(console: Console, rows: list[dict[str, Any]], where: str) -> No
 @click.option(
     "--since",
     type=Since(),
-    help="Only syncs started at or after this: an ISO 8601 datetime (UTC if no offset) or a "
-    "duration back from now such as 30m, 24h, 7d.",
+    help=f"Only syncs started at or after this: {SINCE_HELP}.",
 )
 @click.option("--limit", type=ROW_LIMIT, default=50, show_default=True)
 @database_options
@@ -122,13 +117,11 @@ def history(
     status: str | None,
     since: dt.datetime | None,
     limit: int,
-    database_url: str | None,
-    schema: str,
-    storage_timeout: float,
+    database: DatabaseOption,
     as_json: bool,
 ) -> None:
     """Past syncs from sync_history, newest first."""
-    with open_store(database_url, schema, storage_timeout) as store:
+    with database.open() as store:
         records = store.list_history(resource=resource, status=status, since=since, limit=limit)
         if as_json:
             echo_json([dataclasses.asdict(record) for record in records])
@@ -149,11 +142,7 @@ def _print_history(console: Console, records: list[SyncRecord], where: str) -> N
     table.add_column("Started (UTC)", no_wrap=True)
     table.add_column("Resource", no_wrap=True)
     table.add_column("Status", no_wrap=True)
-    table.add_column("Records", justify="right")
-    table.add_column("New", justify="right")
-    table.add_column("Upd", justify="right")
-    table.add_column("Fail", justify="right")
-    table.add_column("ms", justify="right")
+    add_columns(table, "Records", "New", "Upd", "Fail", "ms", justify="right")
     # Whole messages (and sync ids) are one `--json` away; here they must not squeeze the rest.
     table.add_column("Error", max_width=ERROR_WIDTH)
     for record in records:

@@ -29,10 +29,10 @@ from rich.table import Table
 
 from sync_observability.cli.options import (
     ROW_LIMIT,
+    DatabaseOption,
     OneLineErrorsGroup,
     database_options,
     json_option,
-    open_store,
     parse_iso_datetime,
 )
 from sync_observability.cli.output import echo_json, make_console, when
@@ -54,13 +54,11 @@ def watermark() -> None:
 def show(
     resource: str,
     limit: int,
-    database_url: str | None,
-    schema: str,
-    storage_timeout: float,
+    database: DatabaseOption,
     as_json: bool,
 ) -> None:
     """The current watermark of RESOURCE and its recent changes (refused ones too)."""
-    with open_store(database_url, schema, storage_timeout) as store:
+    with database.open() as store:
         state = store.get_state(resource)
         changes = store.watermark_changes(resource, limit=limit)
     if state is None and not changes:
@@ -111,9 +109,7 @@ def set_(
     allow_rewind: bool,
     as_cursor: bool,
     create: bool,
-    database_url: str | None,
-    schema: str,
-    storage_timeout: float,
+    database: DatabaseOption,
     as_json: bool,
 ) -> None:
     """Set the watermark of RESOURCE to VALUE (ISO 8601 datetime, UTC if no offset).
@@ -121,7 +117,7 @@ def set_(
     With --cursor, VALUE is a JSON value ('42', '"token"', '{"page": 3}') for the cursor.
     """
     parsed = _parse_cursor(value) if as_cursor else _parse_time(value)
-    with open_store(database_url, schema, storage_timeout, create=create) as store:
+    with database.open(create=create) as store:
         if not create and store.get_state(resource) is None:
             raise click.ClickException(
                 f"no resource {resource!r} in sync_state; pass --create to give a new resource "
@@ -145,13 +141,11 @@ def rewind(
     sync_id: str,
     reason: str,
     changed_by: str | None,
-    database_url: str | None,
-    schema: str,
-    storage_timeout: float,
+    database: DatabaseOption,
     as_json: bool,
 ) -> None:
     """Put the watermark of RESOURCE back to what sync SYNC_ID left it at."""
-    with open_store(database_url, schema, storage_timeout) as store:
+    with database.open() as store:
         change = store.rewind_to_sync(resource, sync_id, reason=reason, changed_by=changed_by)
     _done(change, as_json)
 

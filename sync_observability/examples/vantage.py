@@ -1,5 +1,7 @@
 """Seven Vantage syncs (seed 001's resources), simulated: incremental fetches, occasional timeouts.
 
+Seed 001 is the ``vantage_sync_state`` design described in docs/seeds.md.
+
 Nothing leaves the machine. Each asset asks the tracker for its watermark, "fetches" the rows
 modified since then (a pseudo-random count from the resource name and the time; the first sync
 is a bigger backfill), records the counts, and now and then fails with a simulated API timeout,

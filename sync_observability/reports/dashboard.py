@@ -2,7 +2,7 @@
 
 The dashboard and the hourly volume look back ``days`` x 24 hours from ``now`` (seed 004's
 ``CURRENT_TIMESTAMP - INTERVAL '24 hours'``); the anomaly baseline looks back ``days`` x 24
-hours too and "today" is ``now``'s UTC date.
+hours too and "today" is ``now``'s UTC date. Seeds 001 and 004: docs/seeds.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Reports over ``sync_history``: seed 000's query patterns, daily operations and top errors.
 
+Seeds 000 and 004 are described in docs/seeds.md.
+
 Windows of whole days start at midnight UTC, as the seeds' ``CURRENT_DATE - INTERVAL 'N days'``
 does (with the session in UTC), and end at ``now``: syncs started after ``now`` are left out,
 so a report for a past ``now`` reads as it would have then.
@@ -16,12 +18,12 @@ from sync_observability.reports.maths import percent, start_of_day_window
 from sync_observability.storage.reporting import queries
 from sync_observability.storage.store import SyncStore
 
-FAILURES_LIMIT = 50  # seed 000, pattern 2
+FAILURES_LIMIT = 50  # seed 000's failed-syncs query
 TOP_ERRORS_LIMIT = 20
 
 
 def failures(store: SyncStore, *, days: int = 7, now: dt.datetime | None = None) -> pd.DataFrame:
-    """Recent failed syncs with their errors, newest first (seed 000, pattern 2).
+    """Recent failed syncs with their errors, newest first (seed 000's failed-syncs query).
 
     At most 50 rows, like the seed's ``LIMIT 50``.
 
@@ -67,7 +69,7 @@ def failures(store: SyncStore, *, days: int = 7, now: dt.datetime | None = None)
 def performance(
     store: SyncStore, *, days: int = 30, now: dt.datetime | None = None
 ) -> pd.DataFrame:
-    """Successful syncs' duration by source and target system, slowest first (pattern 3).
+    """Successful syncs' duration by source and target system, slowest first (seed 000).
 
     Returns:
         ``source_system``, ``target_system``, ``sync_count``, ``avg_duration_seconds``,
@@ -101,7 +103,7 @@ def performance(
 def daily_volume(
     store: SyncStore, *, days: int = 30, now: dt.datetime | None = None
 ) -> pd.DataFrame:
-    """Records processed by successful syncs per UTC day and source system (pattern 4).
+    """Records processed by successful syncs per UTC day and source system (seed 000).
 
     Returns:
         ``sync_date`` (a date), ``source_system``, ``sync_count``, ``total_records``; newest day

@@ -2,7 +2,8 @@
 
 Cost, bytes and quality scores are the run metrics a sync records with ``record_metrics``
 (:mod:`sync_observability.metrics`), stored under ``metrics`` in ``sync_history.metadata``; the
-roll-ups are computed by query from the runs, not kept in a second table.
+roll-ups are computed by query from the runs, not kept in a second table. Seeds 002 and 003:
+docs/seeds.md.
 """
 
 from __future__ import annotations

@@ -145,9 +145,10 @@ def make_sync_retention_schedule(
 ) -> dg.ScheduleDefinition:
     """A daily schedule of ``job``, off-peak (03:17 UTC) by default.
 
-    It starts STOPPED: the purge deletes rows for good and audit rules differ (seed 000: "purge
-    >1 year, unless required for audit"), so turning it on is the user's decision. Pass
-    ``default_status=dg.DefaultScheduleStatus.RUNNING`` to have it on from the first deploy.
+    It starts STOPPED: the purge deletes rows for good and audit rules differ (seed 000,
+    docs/seeds.md: "purge >1 year, unless required for audit"), so turning it on is the user's
+    decision. Pass ``default_status=dg.DefaultScheduleStatus.RUNNING`` to have it on from the first
+    deploy.
     """
     return dg.ScheduleDefinition(
         name=name,

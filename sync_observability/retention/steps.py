@@ -1,8 +1,8 @@
 """Retention steps: archive old sync history, purge old archive rows and resolved alerts.
 
-The policy (seed 000): keep 90 days of ``sync_history`` online, move older finished rows into
-``sync_history_archive``, and delete archive rows after a year; resolved ``sync_alerts`` go after
-their own age. Cutoffs are plain functions of the time and the policy; the SQL lives in
+The policy (seed 000, docs/seeds.md): keep 90 days of ``sync_history`` online, move older finished
+rows into ``sync_history_archive``, and delete archive rows after a year; resolved ``sync_alerts``
+go after their own age. Cutoffs are plain functions of the time and the policy; the SQL lives in
 :mod:`sync_observability.storage.retention_store`; this module runs the steps in order, as plain
 functions over the stores (no Dagster: the job and schedule that run them daily are in
 :mod:`.jobs`).

@@ -1,8 +1,8 @@
 """PostgreSQL only, opt-in: ``sync_history`` partitioned by month on ``sync_start_time``.
 
-Turn it on when ``sync_history`` grows past about 100 MB (seed 000), with ``sync-obs partition
-enable`` (:func:`enable_partitioning`). It is not an Alembic step: the conversion rewrites the
-table under an exclusive lock, which an operator should choose to do, and SQLite has nothing
+Turn it on when ``sync_history`` grows past about 100 MB (seed 000, docs/seeds.md), with ``sync-obs
+partition enable`` (:func:`enable_partitioning`). It is not an Alembic step: the conversion rewrites
+the table under an exclusive lock, which an operator should choose to do, and SQLite has nothing
 like it. What changes:
 
 - ``sync_history`` becomes ``PARTITION BY RANGE (sync_start_time)``: one partition per month

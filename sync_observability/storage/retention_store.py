@@ -559,27 +559,8 @@ def _unprotected(
             .scalar_subquery()
         )
         conditions.append(kth_later.is_not(None))
-    state = sync_state.alias("owner_state")
     newer_owner = sync_history.alias("newer_owner")
-    owns = sa.exists(
-        sa.select(sa.literal(1))
-        .select_from(state)
-        .where(
-            state.c.resource == row.c.resource,
-            state.c.last_sync_time == row.c.watermark_after,
-            ~sa.exists(
-                sa.select(sa.literal(1))
-                .select_from(newer_owner)
-                .where(
-                    *_newer(row, row_key, newer_owner),
-                    newer_owner.c.sync_status == "success",
-                    newer_owner.c.watermark_after == state.c.last_sync_time,
-                )
-                .correlate_except(newer_owner)
-            ),
-        )
-        .correlate_except(state)
-    )
+    owns = _holds_watermark(row, newer_owner, *_newer(row, row_key, newer_owner))
     conditions.append(
         sa.or_(row.c.sync_status != "success", row.c.watermark_after.is_(None), ~owns)
     )
@@ -625,29 +606,37 @@ def _owns_watermark_archived(row: sa.FromClause) -> sa.ColumnElement[bool]:
     the owner (an older policy, a manual ``set`` to an archived sync's value). Later archive
     rows are not looked for (the archive has no resource index): two archived matches both stay.
     """
-    state = sync_state.alias("owner_state")
     online = sync_history.alias("online_owner")
     return sa.and_(
         row.c.sync_status == "success",
-        sa.exists(
-            sa.select(sa.literal(1))
-            .select_from(state)
-            .where(
-                state.c.resource == row.c.resource,
-                state.c.last_sync_time == row.c.watermark_after,
-                ~sa.exists(
-                    sa.select(sa.literal(1))
-                    .select_from(online)
-                    .where(
-                        online.c.resource == row.c.resource,
-                        online.c.sync_status == "success",
-                        online.c.watermark_after == state.c.last_sync_time,
-                    )
-                    .correlate_except(online)
-                ),
-            )
-            .correlate_except(state)
-        ),
+        _holds_watermark(row, online, online.c.resource == row.c.resource),
+    )
+
+
+def _holds_watermark(
+    row: sa.FromClause, others: sa.FromClause, *of_others: sa.ColumnElement[bool]
+) -> sa.ColumnElement[bool]:
+    """``row``'s ``watermark_after`` is its resource's current watermark and no successful sync
+    among ``others`` (those matching ``of_others``) has that watermark too."""
+    state = sync_state.alias("owner_state")
+    return sa.exists(
+        sa.select(sa.literal(1))
+        .select_from(state)
+        .where(
+            state.c.resource == row.c.resource,
+            state.c.last_sync_time == row.c.watermark_after,
+            ~sa.exists(
+                sa.select(sa.literal(1))
+                .select_from(others)
+                .where(
+                    *of_others,
+                    others.c.sync_status == "success",
+                    others.c.watermark_after == state.c.last_sync_time,
+                )
+                .correlate_except(others)
+            ),
+        )
+        .correlate_except(state)
     )
 
 

@@ -1,8 +1,9 @@
-"""The tables, as SQLAlchemy Core. Only names here are contract (see DESIGN.md).
+"""The tables, as SQLAlchemy Core. Table and column names are contract (docs/contract.md).
 
 The tables carry no schema name: on PostgreSQL the engine's ``search_path`` points at the
 configured schema (``sync_observability`` by default), so the same definitions, the Alembic
 migrations and users' unqualified SQL all land in it; on SQLite they live in the main database.
+"Seed 00N" below: the document a table or index comes from (docs/seeds.md).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ JSONType = sa.JSON(none_as_null=True).with_variant(
 )
 # 64-bit counters on PostgreSQL; SQLite's INTEGER is already 64-bit.
 Count = sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
+# A 64-bit key the database assigns: BIGSERIAL on PostgreSQL; on SQLite an INTEGER primary key
+# is the rowid (a BIGINT one would not be).
+AssignedKey = sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
 
 metadata = sa.MetaData(
     naming_convention={
@@ -199,7 +203,7 @@ sync_history = sa.Table(
     *_json_array_check("errors", "errors_is_array"),
 )
 
-# Seed 000's query patterns: time range (1, 3, 4), failures by time (2 and the alert queries),
+# Seed 000's query patterns: recent syncs by time, failed syncs by time (and the alert queries),
 # one resource's recent runs (the tracker, slow and volume rules), system-specific history.
 sa.Index("ix_sync_history_sync_start_time", sync_history.c.sync_start_time)
 sa.Index("ix_sync_history_status_time", sync_history.c.sync_status, sync_history.c.sync_start_time)
@@ -345,9 +349,7 @@ operation_log = sa.Table(
     metadata,
     # An integer key the database assigns (BIGSERIAL / SQLite rowid): a batch of events is one
     # multi-row INSERT with nothing to generate per row on the client.
-    sa.Column(
-        "event_id", sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite"), primary_key=True
-    ),
+    sa.Column("event_id", AssignedKey, primary_key=True),
     sa.Column("category", sa.String(MAX_CATEGORY_LENGTH), nullable=False),
     sa.Column("resource", sa.String(MAX_NAME_LENGTH), nullable=False),
     # No foreign key to sync_history: retention moves history rows to the archive.
@@ -391,9 +393,7 @@ WATERMARK_CHANGE_KINDS = ("advance", "set", "rewind", "refused")
 watermark_changes = sa.Table(
     "watermark_changes",
     metadata,
-    sa.Column(
-        "change_id", sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite"), primary_key=True
-    ),
+    sa.Column("change_id", AssignedKey, primary_key=True),
     sa.Column("resource", sa.String(MAX_NAME_LENGTH), nullable=False),
     # No foreign key to sync_history: retention moves history rows to the archive.
     sa.Column("sync_id", sa.String(36)),
@@ -428,7 +428,7 @@ Float = sa.Float().with_variant(postgresql.DOUBLE_PRECISION(), "postgresql")
 sync_history_hourly = sa.Table(
     "sync_history_hourly",
     metadata,
-    sa.Column("row_id", sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite"), primary_key=True),
+    sa.Column("row_id", AssignedKey, primary_key=True),
     sa.Column("hour", UTCDateTime(), nullable=False),
     sa.Column("source_system", sa.String(MAX_NAME_LENGTH)),
     sa.Column("target_system", sa.String(MAX_NAME_LENGTH)),
@@ -457,7 +457,7 @@ sa.Index("ix_sync_history_hourly_hour", sync_history_hourly.c.hour)
 sync_history_hourly_errors = sa.Table(
     "sync_history_hourly_errors",
     metadata,
-    sa.Column("row_id", sa.BigInteger().with_variant(sqlite.INTEGER(), "sqlite"), primary_key=True),
+    sa.Column("row_id", AssignedKey, primary_key=True),
     sa.Column("hour", UTCDateTime(), nullable=False),
     sa.Column("resource", sa.String(MAX_NAME_LENGTH), nullable=False),
     sa.Column("error_summary", sa.Text),

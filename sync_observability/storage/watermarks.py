@@ -178,19 +178,21 @@ class WatermarkChangesMixin:
             if value is None:
                 raise InvalidInputError("value", value, "must be a datetime or a JSON cursor")
             time_value, cursor_value = None, value
-        request = _Request.checked(
-            resource=resource,
-            time=time_value,
-            cursor=cursor_value,
-            set_cursor=time_value is None,
-            kind=None,
-            allow_rewind=allow_rewind,
-            max_ahead=max_ahead,
-            reason=reason,
-            changed_by=changed_by,
-            now=now,
+        return _change(
+            self.db,
+            _Request.checked(
+                resource=resource,
+                time=time_value,
+                cursor=cursor_value,
+                set_cursor=time_value is None,
+                kind=None,
+                allow_rewind=allow_rewind,
+                max_ahead=max_ahead,
+                reason=reason,
+                changed_by=changed_by,
+                now=now,
+            ),
         )
-        return _change(self.db, request)
 
     def rewind_to_sync(
         self,
@@ -223,19 +225,23 @@ class WatermarkChangesMixin:
                 sync_id,
                 f"is a {target.sync_status} sync; only a successful sync left a watermark",
             )
-        request = _Request.checked(
-            resource=resource,
-            time=target.watermark_after,
-            cursor=target.cursor_after if target.cursor_after is not None else target.cursor_before,
-            set_cursor=True,
-            kind="rewind",
-            allow_rewind=True,
-            max_ahead=max_ahead,
-            reason=reason,
-            changed_by=changed_by,
-            now=now,
+        return _change(
+            self.db,
+            _Request.checked(
+                resource=resource,
+                time=target.watermark_after,
+                cursor=target.cursor_after
+                if target.cursor_after is not None
+                else target.cursor_before,
+                set_cursor=True,
+                kind="rewind",
+                allow_rewind=True,
+                max_ahead=max_ahead,
+                reason=reason,
+                changed_by=changed_by,
+                now=now,
+            ),
         )
-        return _change(self.db, request)
 
     def watermark_changes(
         self, resource: str | None = None, *, limit: int | None = 50

@@ -2,10 +2,8 @@
 
 # No `from __future__ import annotations`: Dagster reads the assets' parameter annotations.
 import datetime as dt
-from collections.abc import Iterator
 
 import dagster as dg
-import pytest
 
 from sync_observability import SyncTracker
 from sync_observability.alerts.resources import SyncAlerting
@@ -35,12 +33,6 @@ def orders(
 @dg.asset(key=["crm", "accounts"])
 def accounts() -> None:
     """An asset that does not track its syncs."""
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def _run(

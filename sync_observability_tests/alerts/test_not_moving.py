@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -26,7 +25,6 @@ from sync_observability.errors import ConfigurationError
 from sync_observability_tests.alerts.dagster_helpers import (
     WebhookReceiver,
     tick,
-    webhook_receiver,
 )
 from sync_observability_tests.conftest import Backend
 
@@ -118,18 +116,6 @@ def test_overrides_and_muting_apply() -> None:
     assert configured.defaults.not_moving_after == dt.timedelta(hours=6)
     assert configured.for_resource("x").not_moving_after == dt.timedelta(hours=48)
     assert configured.for_resource("x").not_moving_after_syncs == 10
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 def _sync_to(tracker: SyncTracker, value: dt.datetime) -> None:

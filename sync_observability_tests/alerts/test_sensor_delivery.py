@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import pytest
 
 from sync_observability import SyncTracker
 from sync_observability.alerts.resources import SyncAlerting
@@ -28,23 +26,10 @@ from sync_observability_tests.alerts.dagster_helpers import (
     succeed,
     tick,
     utcnow,
-    webhook_receiver,
 )
 from sync_observability_tests.conftest import Backend
 
 GONE_RUN_ID = "f" * 36  # a Dagster run id the instance does not know
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 def _events(webhook: WebhookReceiver) -> list[tuple[str, str, str]]:
@@ -77,7 +62,9 @@ def test_a_sync_reaped_by_a_tick_that_died_is_alerted_on_the_next_tick(
     # Open (and not re-sent) until the resource syncs again; then resolved.
     tick(sync_stuck_runs_sensor, instance, tracker, alerting)
     assert len(webhook.requests) == 1
-    assert [a.fingerprint for a in AlertStore(store).open_alerts()] == ["stuck_run:orders"]
+    assert [a.fingerprint for a in AlertStore(store).list_alerts(status="open")] == [
+        "stuck_run:orders"
+    ]
     succeed(tracker, "orders")
     tick(sync_stuck_runs_sensor, instance, tracker, alerting)
     assert _events(webhook) == [("opened", STUCK_RUN, "orders"), ("resolved", STUCK_RUN, "orders")]
@@ -100,14 +87,14 @@ def test_later_ticks_keep_a_reaped_syncs_alert_as_the_reaping_tick_recorded_it(
         )
     tick(sync_stuck_runs_sensor, instance, tracker, alerting)
     alerts = AlertStore(store)
-    recorded = {a.resource: a for a in alerts.open_alerts()}
+    recorded = {a.resource: a for a in alerts.list_alerts(status="open")}
     assert {r: a.details["error_code"] for r, a in recorded.items()} == {
         "orders": "ORPHANED",
         "ledger": "TIMED_OUT",
     }
 
     tick(sync_stuck_runs_sensor, instance, tracker, alerting)
-    later = {a.resource: a for a in alerts.open_alerts()}
+    later = {a.resource: a for a in alerts.list_alerts(status="open")}
     for resource, alert in recorded.items():
         again = later[resource]
         assert again.alert_id == alert.alert_id

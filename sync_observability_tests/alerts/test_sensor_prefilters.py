@@ -12,11 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
-import pytest
 
 from sync_observability import SyncStore, SyncTracker
 from sync_observability.alerts.resources import SyncAlerting
@@ -87,12 +86,6 @@ POLICIES: list[dict[str, Any]] = [
         "not_moving_after_syncs": 3,
     },
 ]
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def _sync(
@@ -189,7 +182,7 @@ def test_each_sensor_finds_what_its_rule_finds_over_every_row(
             # What the tick changed comes first, when it changed anything.
             assert re.match(r"(alerts: [^;]+; )?checked 24 resources:", message), message
             expected = _expected(store, policy, utcnow())[rule]
-            opened = {a.resource: a for a in alerts.open_alerts(rule)}
+            opened = {a.resource: a for a in alerts.list_alerts(status="open", rule=rule)}
             assert sorted(opened) == [f.resource for f in expected], (rule, config)
             if rule != "stale_watermark":  # its message says how old, as of the tick
                 assert [opened[f.resource].message for f in expected] == [

@@ -11,7 +11,6 @@ import datetime as dt
 import multiprocessing
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -38,24 +37,10 @@ from sync_observability_tests.alerts.dagster_helpers import (
     succeed,
     tick,
     utcnow,
-    webhook_receiver,
 )
 from sync_observability_tests.conftest import Backend
 
 UI = "https://dagster.example.com"
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[dg.DagsterInstance]:
-    """One instance for the module: creating one takes seconds; no test depends on its runs."""
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
 
 
 def _alerting(webhook: WebhookReceiver, **kwargs: Any) -> SyncAlerting:
@@ -296,7 +281,7 @@ def test_two_racing_ticks_send_one_notification(
         ("opened", CONSECUTIVE_FAILURES, "orders"),
         ("opened", CONSECUTIVE_FAILURES, "refunds"),
     ]
-    assert len(AlertStore(tracker.store).open_alerts()) == 3
+    assert len(AlertStore(tracker.store).list_alerts(status="open")) == 3
 
 
 def test_slack_incoming_webhook_and_slack_client(

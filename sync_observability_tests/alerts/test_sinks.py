@@ -453,5 +453,5 @@ def test_a_dead_webhook_is_retried_until_it_takes_the_notification(
     logged = [r for r in caplog.records if r.name == "sync_observability_tests.alerts"]
     assert len(logged) == 1
     assert SECRET not in caplog.text
-    [stored] = alerts.open_alerts()
+    [stored] = alerts.list_alerts(status="open")
     assert stored.last_delivery_error is None and stored.notify_count == 1

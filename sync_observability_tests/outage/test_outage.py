@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import queue
 import sqlite3
 import threading
 import time
@@ -34,6 +33,7 @@ from sync_observability import (
 )
 from sync_observability_tests.outage.cluster import PostgresCluster
 from sync_observability_tests.outage.conftest import ClusterFactory
+from sync_observability_tests.processes import workers_running
 
 SLACK_S = 5  # what a call may take beyond its budget: the "within the budget + 5 s"
 SENSOR_TIMEOUT_S = 60  # Dagster's sensor evaluation timeout
@@ -403,27 +403,15 @@ def test_more_trackers_than_connection_slots_are_recorded_or_refused_in_time(
         ctx.Process(target=_crowd_worker, args=(url, worker, barrier, results), daemon=True)
         for worker in range(CROWD_PROCESSES)
     ]
-    for process in processes:
-        process.start()
-    deadline = time.monotonic() + 120 + CROWD_SYNCS * (2 * (CROWD_BUDGET_S + SLACK_S))
     reports: list[dict[str, Any]] = []
     errors: list[str] = []
-    try:
+    with workers_running(processes, results):
+        deadline = time.monotonic() + 120 + CROWD_SYNCS * (2 * (CROWD_BUDGET_S + SLACK_S))
         for _ in processes:
             worker, worker_reports, error = results.get(timeout=max(1, deadline - time.monotonic()))
             reports += worker_reports
             if error:
                 errors.append(f"worker {worker}:\n{error}")
-    except queue.Empty:
-        pytest.fail("a worker process did not report in time")
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=10)
-        results.close()
-        results.join_thread()
     assert not errors, "\n".join(errors)
 
     succeeded = [r for r in reports if r["outcome"] == "success"]

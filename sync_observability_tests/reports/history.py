@@ -157,6 +157,24 @@ KNOWN_HISTORY = [
     DEALS_RUNNING,
 ]
 
+# The performance report of KNOWN_HISTORY as of NOW (30 days), slowest system first.
+KNOWN_PERFORMANCE = [
+    {
+        "source_system": "vantage",
+        "target_system": "warehouse",
+        "sync_count": 3,  # 05-01 is outside the 30 days; failures do not count
+        "avg_duration_seconds": 90.0,
+        "max_duration_seconds": 120.0,
+    },
+    {
+        "source_system": "crm",
+        "target_system": "lake",
+        "sync_count": 2,
+        "avg_duration_seconds": 20.0,
+        "max_duration_seconds": 30.0,
+    },
+]
+
 
 def log_events(
     store: SyncStore, run: Run, sync_id: str, events: list[tuple[str, dt.datetime]]

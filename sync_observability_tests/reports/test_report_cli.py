@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sync_observability.cli.report import report
 from sync_observability.reports import REPORTS
 from sync_observability.storage.schema import sync_rollup_state
-from sync_observability_tests.reports.history import KNOWN_HISTORY, add_runs
+from sync_observability_tests.reports.history import KNOWN_HISTORY, KNOWN_PERFORMANCE, add_runs
 
 AS_OF = ["--as-of", "2025-06-15T12:30:00Z"]
 
@@ -53,22 +53,7 @@ def test_table_of_failures_with_days(cli):
 def test_json(cli):
     result = cli("performance", "--json", *AS_OF)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == [
-        {
-            "source_system": "vantage",
-            "target_system": "warehouse",
-            "sync_count": 3,
-            "avg_duration_seconds": 90.0,
-            "max_duration_seconds": 120.0,
-        },
-        {
-            "source_system": "crm",
-            "target_system": "lake",
-            "sync_count": 2,
-            "avg_duration_seconds": 20.0,
-            "max_duration_seconds": 30.0,
-        },
-    ]
+    assert json.loads(result.output) == KNOWN_PERFORMANCE
 
 
 def test_json_dates_and_timestamps_are_iso(cli):

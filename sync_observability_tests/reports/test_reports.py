@@ -28,6 +28,7 @@ from sync_observability_tests.reports.history import (
     ACCOUNTS_1000,
     FUNDS_1200,
     KNOWN_HISTORY,
+    KNOWN_PERFORMANCE,
     LONG_PARSE_ERROR,
     NOW,
     TIMEOUT,
@@ -135,22 +136,7 @@ def test_failures_leave_out_syncs_after_now(store, known):
 
 def test_performance_by_system_slowest_first(store, known):
     rows = records(performance(store, now=NOW))
-    assert rows == [
-        {
-            "source_system": "vantage",
-            "target_system": "warehouse",
-            "sync_count": 3,  # 05-01 is outside the 30 days; failures do not count
-            "avg_duration_seconds": 90.0,
-            "max_duration_seconds": 120.0,
-        },
-        {
-            "source_system": "crm",
-            "target_system": "lake",
-            "sync_count": 2,
-            "avg_duration_seconds": 20.0,
-            "max_duration_seconds": 30.0,
-        },
-    ]
+    assert rows == KNOWN_PERFORMANCE
 
 
 def test_daily_volume_per_day_and_source(store, known):

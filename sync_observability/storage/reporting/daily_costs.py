@@ -1,5 +1,7 @@
 """Daily cost and volume per resource (seed 002's CostTrends): a read-only query, no table.
 
+Seed 002 is the ETL-tracking design described in docs/seeds.md.
+
 Each call computes its days from the history; unlike :mod:`.hourly_rollups`, nothing is kept.
 Executions, successes, failures, duration and records come from ``sync_history`` (and
 ``sync_history_archive``, where retention moved older rows), cost and data volume from the run

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from sync_observability.storage.store import SyncStore
 
 GRACE = dt.timedelta(minutes=5)
-ERROR_SUMMARY_LENGTH = 100  # seed 004: LEFT(error_message, 100)
+ERROR_SUMMARY_LENGTH = 100  # seed 004's LEFT(error_message, 100) (docs/seeds.md)
 ANALYZE_AFTER = dt.timedelta(hours=24)  # a refresh spanning this many hours analyzes the tables
 FILL_STEP = dt.timedelta(hours=24)  # the most history one refresh transaction rolls up
 

@@ -9,6 +9,8 @@ Days and hours are UTC buckets rendered as text (``YYYY-MM-DD`` and ``YYYY-MM-DD
 each dialect's own function, so grouping happens in the database and only the buckets travel.
 Bucket formats are inlined as SQL literals: PostgreSQL compares a ``GROUP BY`` expression with
 the ``SELECT`` one textually, and two bound parameters would make them differ.
+
+"Seed 00N" below: the document a report comes from (docs/seeds.md).
 """
 
 from __future__ import annotations
@@ -82,6 +84,26 @@ def _rows(
     return store.db.read(read, what)
 
 
+def _typed(
+    rows: list[dict[str, Any]],
+    *,
+    ints: Sequence[str] = (),
+    floats: Sequence[str] = (),
+    times: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """``rows`` with the columns named in ``ints``, ``floats`` and ``times`` read as ``int`` (NULL
+    as 0), ``float`` and aware UTC datetimes (:func:`_timestamp`): the same Python values from
+    PostgreSQL's ``numeric`` aggregates and SQLite's."""
+    for row in rows:
+        for key in ints:
+            row[key] = _int(row[key])
+        for key in floats:
+            row[key] = _float(row[key])
+        for key in times:
+            row[key] = _timestamp(row[key])
+    return rows
+
+
 def _columns(
     store: SyncStore, query: sa.Select[Any], params: dict[str, Any], what: str
 ) -> dict[str, list[Any]]:
@@ -117,7 +139,7 @@ def _partials(
 def failed_syncs(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime, limit: int
 ) -> list[dict[str, Any]]:
-    """Failed syncs started in the window, newest first (seed 000, pattern 2)."""
+    """Failed syncs started in the window, newest first (seed 000's failed-syncs query)."""
     h = sync_history.c
     query = (
         sa.select(
@@ -140,7 +162,7 @@ def failed_syncs(
 def performance_by_system(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime
 ) -> list[dict[str, Any]]:
-    """Successful syncs per (source, target) with their mean and longest duration (pattern 3)."""
+    """Successful syncs per (source, target) with their mean and longest duration (seed 000)."""
     p = _partials(
         store,
         since,
@@ -156,17 +178,13 @@ def performance_by_system(
         sa.func.max(p.duration_ms_max).label("max_duration_ms"),
     ).group_by(p.source_system, p.target_system)
     rows = _rows(store, query, "read performance by system")
-    for row in rows:
-        row["sync_count"] = _int(row["sync_count"])
-        row["avg_duration_ms"] = _float(row["avg_duration_ms"])
-        row["max_duration_ms"] = _float(row["max_duration_ms"])
-    return rows
+    return _typed(rows, ints=("sync_count",), floats=("avg_duration_ms", "max_duration_ms"))
 
 
 def daily_volume_by_source(
     store: SyncStore, *, since: dt.datetime, until: dt.datetime
 ) -> list[dict[str, Any]]:
-    """Records processed by successful syncs per UTC day and source system (pattern 4)."""
+    """Records processed by successful syncs per UTC day and source system (seed 000)."""
     p = _partials(store, since, until, ("operations", "records_processed"), status="success").c
     day = _bucket(store, p.hour, "day").label("day")
     query = sa.select(
@@ -176,10 +194,7 @@ def daily_volume_by_source(
         sa.func.sum(p.records_processed).label("total_records"),
     ).group_by(day, p.source_system)
     rows = _rows(store, query, "read daily volume")
-    for row in rows:
-        row["sync_count"] = _int(row["sync_count"])
-        row["total_records"] = _int(row["total_records"])
-    return rows
+    return _typed(rows, ints=("sync_count", "total_records"))
 
 
 def window_summary(store: SyncStore, *, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
@@ -197,14 +212,11 @@ def window_summary(store: SyncStore, *, since: dt.datetime, until: dt.datetime) 
         count("running").label("running"),
         rollup.mean(store.dialect, p.duration_ms_sum, p.durations).label("avg_duration_ms"),
     )
-    (row,) = _rows(store, query, "read dashboard summary")
-    return {
-        "operations": _int(row["operations"]),
-        "successful": _int(row["successful"]),
-        "failed": _int(row["failed"]),
-        "running": _int(row["running"]),
-        "avg_duration_ms": _float(row["avg_duration_ms"]),
-    }
+    rows = _rows(store, query, "read dashboard summary")
+    (row,) = _typed(
+        rows, ints=("operations", "successful", "failed", "running"), floats=("avg_duration_ms",)
+    )
+    return row
 
 
 def hourly_counts(
@@ -218,11 +230,9 @@ def hourly_counts(
         sa.func.sum(p.operations).label("operations"),
         sa.func.sum(p.records_processed).label("records_processed"),
     ).group_by(hour)
-    rows = _rows(store, query, "read hourly volume")
-    for row in rows:
-        row["operations"] = _int(row["operations"])
-        row["records_processed"] = _int(row["records_processed"])
-    return rows
+    return _typed(
+        _rows(store, query, "read hourly volume"), ints=("operations", "records_processed")
+    )
 
 
 def daily_volume_stats(
@@ -280,10 +290,7 @@ def daily_volume_stats(
     # serial: the baseline's fallback branch, skipped when the baseline exists, is planned
     # parallel and would start its workers anyway.
     rows = _rows(store, query, "read daily operations per resource", serial=True)
-    for row in rows:
-        for key in ("today", "days", "operations", "squares"):
-            row[key] = _int(row[key])
-    return rows
+    return _typed(rows, ints=("today", "days", "operations", "squares"))
 
 
 def daily_operations(
@@ -302,12 +309,9 @@ def daily_operations(
         sa.func.sum(p.records_processed).label("records_processed"),
     ).group_by(day)
     rows = _rows(store, query, "read daily operations")
-    for row in rows:
-        row["operations"] = _int(row["operations"])
-        row["failed"] = _int(row["failed"])
-        row["avg_duration_ms"] = _float(row["avg_duration_ms"])
-        row["records_processed"] = _int(row["records_processed"])
-    return rows
+    return _typed(
+        rows, ints=("operations", "failed", "records_processed"), floats=("avg_duration_ms",)
+    )
 
 
 def error_groups(
@@ -337,13 +341,13 @@ def error_groups(
         .limit(limit)
     )
     rows = _rows(store, query, "read top errors")
-    for row in rows:
-        row["error_count"] = _int(row["error_count"])
-        row["avg_duration_before_failure_ms"] = _float(row["avg_duration_before_failure_ms"])
-        # MIN/MAX of a timestamp lose the column type (SQLite returns text): re-read them.
-        row["first_occurrence"] = _timestamp(row["first_occurrence"])
-        row["last_occurrence"] = _timestamp(row["last_occurrence"])
-    return rows
+    # MIN/MAX of a timestamp lose the column type (SQLite returns text): re-read them.
+    return _typed(
+        rows,
+        ints=("error_count",),
+        floats=("avg_duration_before_failure_ms",),
+        times=("first_occurrence", "last_occurrence"),
+    )
 
 
 def daily_quality(
@@ -379,11 +383,7 @@ def daily_quality(
         sa.func.avg(r.overall).label("overall_quality"),
     ).group_by(r.day, r.resource)
     rows = _rows(store, query, "read daily quality")
-    for row in rows:
-        row["runs"] = _int(row["runs"])
-        for key in ("completeness", "accuracy", "overall_quality"):
-            row[key] = _float(row[key])
-    return rows
+    return _typed(rows, ints=("runs",), floats=("completeness", "accuracy", "overall_quality"))
 
 
 def operation_events_by_category(
@@ -407,12 +407,7 @@ def operation_events_by_category(
         .group_by(category)
     )
     rows = _rows(store, query, "read operational events")
-    for row in rows:
-        for key in ("events", "resources", "syncs"):
-            row[key] = _int(row[key])
-        row["first_event"] = _timestamp(row["first_event"])
-        row["last_event"] = _timestamp(row["last_event"])
-    return rows
+    return _typed(rows, ints=("events", "resources", "syncs"), times=("first_event", "last_event"))
 
 
 def _timestamp(value: Any) -> dt.datetime | None:
@@ -571,8 +566,9 @@ def daily_totals(
         avg("overall").label("overall_quality"),
     ).group_by(day)
     rows = _rows(store, query, "read daily totals")
-    for row in rows:
-        for key in (
+    _typed(
+        rows,
+        ints=(
             "executions",
             "successes",
             "failures",
@@ -581,11 +577,11 @@ def daily_totals(
             "bytes_read",
             "bytes_written",
             "quality_runs",
-        ):
-            row[key] = _int(row[key])
-        row["total_cost_usd"] = _float(row["total_cost_usd"]) or 0.0
-        for key in ("completeness", "accuracy", "overall_quality"):
-            row[key] = _float(row[key])
+        ),
+        floats=("total_cost_usd", "completeness", "accuracy", "overall_quality"),
+    )
+    for row in rows:
+        row["total_cost_usd"] = row["total_cost_usd"] or 0.0
     return rows
 
 
