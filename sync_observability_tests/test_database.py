@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from sync_observability import ConfigurationError, SyncStore, SyncTracker
+from sync_observability import ConfigurationError, DatabaseUnavailableError, SyncStore, SyncTracker
 from sync_observability.storage.database import Database
 from sync_observability.storage.engine import (
     as_sqlalchemy_error,
@@ -184,3 +184,21 @@ def test_raw_driver_errors_are_wrapped_and_classified() -> None:
     wrong = as_sqlalchemy_error(psycopg2.OperationalError('database "nope" does not exist'))
     assert not is_transient(wrong)
     assert as_sqlalchemy_error(ValueError("not a driver error")) is None
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_an_unbounded_write_may_outlive_the_budget_and_a_bounded_one_may_not(
+    postgres_database_url: str,
+) -> None:
+    # Converting sync_history to partitions runs as long as the table needs: neither
+    # statement_timeout nor the watchdog (budget + 2 s) may end it.
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    db = Database.from_url(postgres_database_url, schema=schema, timeout_seconds=1)
+    sleep = sa.text("SELECT pg_sleep(3.5)")
+    try:
+        db.write(lambda conn: conn.execute(sleep), "long", unbounded_statements=True)
+        with pytest.raises(DatabaseUnavailableError, match="statement timeout"):
+            db.write(lambda conn: conn.execute(sleep), "bounded")
+    finally:
+        db.dispose()

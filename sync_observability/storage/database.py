@@ -194,9 +194,11 @@ class Database:
 
     def _attempt(self, fn: Callable[[sa.Connection], T], *, readonly: bool, **options: Any) -> T:
         conn = self.engine.connect()
+        # An unbounded transaction (converting a table) may outlive the budget: no watchdog;
+        # the server's lock_timeout still bounds its waits.
         guard = (
             _Watch(conn.connection.dbapi_connection, _deadline())
-            if self.dialect == "postgresql"
+            if self.dialect == "postgresql" and not options.get("unbounded_statements")
             else contextlib.nullcontext()
         )
         with guard:
