@@ -269,7 +269,10 @@ def _postgres_engine(url: sa.URL, schema: str, timeout_seconds: float) -> sa.Eng
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        bounded = not conn.get_execution_options().get("unbounded_statements", False)
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # no transaction for SET LOCAL to belong to (retention's advisory lock)
+        bounded = not options.get("unbounded_statements", False)
         sql = postgres_session_sql(schema, budget_left(timeout_seconds), bounded=bounded)
         conn.exec_driver_sql(sql)
 
