@@ -38,6 +38,7 @@ from sync_observability.storage.engine import (
     CALL_DEADLINE,
     DEFAULT_SCHEMA,
     DEFAULT_TIMEOUT,
+    call_deadline,
     check_timeout,
     create_engine,
     postgres_session_sql,
@@ -131,13 +132,8 @@ class Database:
         A sensor tick wraps its work in one so that several calls cannot add up past
         Dagster's sensor timeout.
         """
-        deadline = time.monotonic() + check_timeout(seconds)
-        outer = CALL_DEADLINE.get()
-        token = CALL_DEADLINE.set(deadline if outer is None else min(outer, deadline))
-        try:
+        with call_deadline(check_timeout(seconds)):
             yield
-        finally:
-            CALL_DEADLINE.reset(token)
 
     # -- running transactions --------------------------------------------------------------
 

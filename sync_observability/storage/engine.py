@@ -14,7 +14,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -227,6 +227,23 @@ def check_timeout(seconds: float) -> float:
     return float(seconds)
 
 
+@contextlib.contextmanager
+def call_deadline(seconds: float) -> Iterator[float]:
+    """Storage calls in the block end within ``seconds`` from now; yields that deadline.
+
+    An enclosing deadline that ends sooner (a sensor tick's) is kept: a call never widens it.
+    """
+    deadline = time.monotonic() + seconds
+    outer = CALL_DEADLINE.get()
+    if outer is not None:
+        deadline = min(deadline, outer)
+    token = CALL_DEADLINE.set(deadline)
+    try:
+        yield deadline
+    finally:
+        CALL_DEADLINE.reset(token)
+
+
 def budget_left(default: float) -> float:
     """Seconds left of the time budget of the storage call running in this context."""
     deadline = CALL_DEADLINE.get()
@@ -399,12 +416,7 @@ def run_with_retries(
     connection turned out dead, to drop the pool's other connections before the retry.
     """
     started = time.monotonic()
-    deadline = started + timeout_seconds
-    outer = CALL_DEADLINE.get()
-    if outer is not None:
-        deadline = min(deadline, outer)
-    token = CALL_DEADLINE.set(deadline)
-    try:
+    with call_deadline(timeout_seconds) as deadline:
         attempt = 0
         while True:
             try:
@@ -435,8 +447,6 @@ def run_with_retries(
             )
             attempt += 1
             time.sleep(delay)
-    finally:
-        CALL_DEADLINE.reset(token)
 
 
 def _first_line(error: BaseException) -> str:
