@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from sync_observability.alerts.expected import definition_stale_limits, with_definition_limits
 from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.rules import (
     AlertPolicy,
@@ -103,16 +104,31 @@ def _sync_health_check(key: dg.AssetKey, policy: AlertPolicy) -> dg.AssetChecksD
     description = (
         f"Fails (ERROR) after {limits.consecutive_failures} consecutive failed syncs of "
         f"{resource!r}, and (WARN) when it has had no successful sync for "
-        f"{limits.stale_after.total_seconds() / 3600:g} h."
+        f"{limits.stale_after.total_seconds() / 3600:g} h (or what the asset's freshness policy "
+        "or schedule implies, when the alerting policy sets no limit for it)."
     )
     if limits.muted:
         description = f"{resource!r} is muted in the alerting policy: the check always passes."
 
     @dg.asset_check(asset=key, name=CHECK_NAME, description=description)
-    def _check(sync_tracker: SyncTracker) -> dg.AssetCheckResult:
-        return sync_health(resource, sync_tracker.get_state(resource), policy, utcnow())
+    def _check(
+        context: dg.AssetCheckExecutionContext, sync_tracker: SyncTracker
+    ) -> dg.AssetCheckResult:
+        now = utcnow()
+        applied = policy
+        repository = _repository(context)
+        if repository is not None:  # the stale limit its freshness policy or cron implies
+            applied = with_definition_limits(policy, definition_stale_limits(repository, now))
+        return sync_health(resource, sync_tracker.get_state(resource), applied, now)
 
     return _check
+
+
+def _repository(context: dg.AssetCheckExecutionContext) -> dg.RepositoryDefinition | None:
+    try:
+        return context.op_execution_context.repository_def
+    except Exception:  # dg.materialize runs without one
+        return None
 
 
 def sync_health(

@@ -9,6 +9,7 @@ import dagster as dg
 from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.sensors import SYNC_SENSORS
 from sync_observability.checks import AssetLike, make_sync_health_checks
+from sync_observability.observer import make_asset_observer_sensor
 from sync_observability.report_asset import sync_health_report
 from sync_observability.retention import sync_retention_job, sync_retention_schedule
 from sync_observability.tracking import SyncTracker
@@ -20,6 +21,7 @@ def sync_observability_definitions(
     alerting: SyncAlerting | None = None,
     assets_to_check: Iterable[AssetLike] = (),
     sensors: bool = True,
+    observe: dg.AssetSelection | None = None,
 ) -> dg.Definitions:
     """Everything sync_observability adds to a Dagster project, to merge with your own.
 
@@ -34,6 +36,10 @@ def sync_observability_definitions(
         sensors: include the six alert sensors (consecutive failures, stuck runs, stale
             watermarks, slow syncs, volume anomalies, watermark not moving), running by
             default.
+        observe: assets to observe with no code: adds ``sync_asset_observer_sensor``, which
+            records their materializations and failures from Dagster's event log
+            (``dg.AssetSelection.all()``: every asset of this code location). See
+            :func:`~sync_observability.observer.make_asset_observer_sensor`.
 
     Examples:
         .. code-block:: python
@@ -45,17 +51,19 @@ def sync_observability_definitions(
                     tracker=tracker,
                     alerting=SyncAlerting(webhook_url=dg.EnvVar("SYNC_ALERTS_WEBHOOK_URL")),
                     assets_to_check=[accounts],
+                    observe=dg.AssetSelection.all(),  # every asset, tracked or not
                 ),
             )
     """
     alerting = alerting if alerting is not None else SyncAlerting()
     assets_to_check = list(assets_to_check)
     checks = make_sync_health_checks(assets_to_check, alerting=alerting) if assets_to_check else []
+    observers = [make_asset_observer_sensor(observe)] if observe is not None else []
     return dg.Definitions(
         assets=[sync_health_report],
         jobs=[sync_retention_job],
         schedules=[sync_retention_schedule],
-        sensors=list(SYNC_SENSORS) if sensors else [],
+        sensors=(list(SYNC_SENSORS) if sensors else []) + observers,
         asset_checks=checks,
         resources={
             "sync_tracker": tracker if tracker is not None else SyncTracker(),

@@ -133,6 +133,7 @@ def _new_history_row(
         "partition_key": None,
         "retry_number": 0,
         "metadata": {},
+        "observed": False,
     }
 
 

@@ -1,4 +1,4 @@
-"""The sync tables' rows as plain records: what the stores return and the tracker hands in.
+"""The tables' rows as plain records: what the stores return and the tracker hands in.
 
 Frozen and keyword-only; they import nothing but the standard library, so rules, reports and
 the CLI can use them without loading SQLAlchemy's statements or Dagster.
@@ -67,6 +67,8 @@ class SyncRecord:
     partition_key: str | None
     retry_number: int
     metadata: dict[str, Any]
+    observed: bool = False
+    """Recorded by the asset observer from Dagster's event log (no ``track()`` call)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -121,7 +123,101 @@ class WatermarkChange:
     reason: str | None
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PendingEvent:
+    """A validated operational event waiting in a sync's buffer; ``details_json`` is already
+    JSON text (:mod:`.operation_store` writes it to ``operation_log``)."""
+
+    category: str
+    entity_key: str | None
+    event_time: dt.datetime
+    message: str
+    details_json: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Alert:
+    """One row of ``sync_alerts``: one occurrence of one rule's condition on one resource.
+
+    ``notify_count`` and ``last_notified_at`` count every delivered notification (opened,
+    reminders, resolved). ``since``, ``sync_id``, ``dagster_run_id`` and ``last_error`` come
+    from the latest finding and make the notification readable.
+    """
+
+    alert_id: str
+    rule: str
+    resource: str
+    severity: str
+    status: str
+    fingerprint: str
+    message: str
+    details: dict[str, Any]
+    opened_at: dt.datetime
+    last_seen_at: dt.datetime
+    resolved_at: dt.datetime | None
+    last_notified_at: dt.datetime | None
+    notify_count: int
+    resolution_message: str | None
+    resolution_notified_at: dt.datetime | None
+    since: dt.datetime | None
+    sync_id: str | None
+    dagster_run_id: str | None
+    last_error: str | None
+    last_delivery_error: str | None
+
+
+FINDING_COLUMNS = (
+    "severity",
+    "message",
+    "details",
+    "since",
+    "sync_id",
+    "dagster_run_id",
+    "last_error",
+)
+"""The ``sync_alerts`` columns a finding sets, on open and on every refresh."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AlertDraft:
+    """What one finding writes into its alert row (a new one, or the open one it refreshes)."""
+
+    rule: str
+    resource: str
+    fingerprint: str
+    severity: str
+    message: str
+    details: dict[str, Any]
+    since: dt.datetime | None = None
+    sync_id: str | None = None
+    dagster_run_id: str | None = None
+    last_error: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The columns a finding sets, on open and on every refresh."""
+        return {name: getattr(self, name) for name in FINDING_COLUMNS}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A notification claimed for sending by one tick.
+
+    ``delivery_kind`` / ``delivered_sinks``: the kind a previous, partly failed attempt was
+    sending and the sinks that accepted it then.
+    """
+
+    alert: Alert
+    token: str
+    delivery_kind: str | None
+    delivered_sinks: tuple[str, ...]
+
+
 __all__: Sequence[str] = (
+    "FINDING_COLUMNS",
+    "Alert",
+    "AlertDraft",
+    "Claim",
+    "PendingEvent",
     "RefusedChange",
     "SyncOutcome",
     "SyncRecord",

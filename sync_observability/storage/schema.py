@@ -181,6 +181,8 @@ def _history_columns() -> list[sa.Column[Any]]:
         sa.Column("partition_key", sa.Text),
         sa.Column("retry_number", sa.Integer, nullable=False, server_default="0"),
         sa.Column("metadata", JSONType, nullable=False, server_default=sa.text("'{}'")),
+        # Written by the asset observer from Dagster's event log, not by track().
+        sa.Column("observed", sa.Boolean, nullable=False, server_default=sa.false()),
     ]
 
 
