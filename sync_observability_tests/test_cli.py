@@ -271,9 +271,10 @@ def test_every_command_and_subcommand_answers_help() -> None:
         "report",
         "watermark",
         "partition",
+        "roles",
         "demo",
     }
-    assert {("watermark", "set"), ("partition", "enable")} <= set(paths)
+    assert {("watermark", "set"), ("partition", "enable"), ("roles", "restrict")} <= set(paths)
     for path in paths:
         result = CliRunner().invoke(main, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output, result.exception)

@@ -9,8 +9,8 @@ file that does not exist instead of creating it.
 
 Layout: :mod:`.options` (what commands take) and :mod:`.output` (how they print) are shared;
 :mod:`.migrate`, :mod:`.sync` (status, history), :mod:`.alerts`, :mod:`.archive`,
-:mod:`.report`, :mod:`.watermark`, :mod:`.partition` and :mod:`.demo` hold one command group
-each. Dagster, pandas and Alembic are imported inside the commands that use them.
+:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles` and :mod:`.demo` hold one
+command group each. Dagster, pandas and Alembic are imported inside the commands that use them.
 
 Examples:
     .. code-block:: console
@@ -35,6 +35,7 @@ from sync_observability.cli import (
     migrate,
     partition,
     report,
+    roles,
     sync,
     watermark,
 )
@@ -64,6 +65,7 @@ main.add_command(archive.archive)
 main.add_command(report.report)
 main.add_command(watermark.watermark)
 main.add_command(partition.partition)
+main.add_command(roles.roles)
 main.add_command(demo.demo)
 
 __all__ = ["main"]

@@ -4,5 +4,6 @@
 ``store`` (a sync's start, finish, reap and reads), ``watermarks`` (manual watermark changes),
 ``watermark_rule`` (when a watermark move is refused), the alert, retention, operation and
 partitioning stores, ``history_stats`` (the sensors' per-resource reads), ``reporting/`` (the
-reports' roll-ups and queries) and ``migrations/``.
+reports' roll-ups and queries), ``roles`` (PostgreSQL group roles, grants and row-level
+security) and ``migrations/``.
 """

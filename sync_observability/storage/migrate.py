@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sync_observability")
 
 VERSION_TABLE = "sync_observability_alembic_version"
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 """The newest migration shipped (test_migrations checks it against Alembic's head)."""
 # An arbitrary constant shared by every process that migrates these tables.
 _ADVISORY_LOCK_KEY = 0x5359_4E43_4F42_53
@@ -86,11 +86,19 @@ def upgrade(engine: sa.Engine, schema: str, revision: str = "head") -> str | Non
     """Bring the database to ``revision``; returns the revision it was at before."""
     # Statements may outlast the call's budget (an index on a big table); lock waits may not.
     with engine.execution_options(unbounded_statements=True).begin() as connection:
-        if engine.dialect.name == "postgresql":
+        postgres = engine.dialect.name == "postgresql"
+        if postgres:
+            # Access control (sync-obs roles): who may migrate, and grants for what it adds.
+            from sync_observability.storage import roles
+
             connection.execute(
                 sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
             )
-            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when it exists.
+            found = sa.text("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :schema)")
+            if not connection.execute(found, {"schema": schema}).scalar_one():
+                roles.check_can_create_schema(connection, schema)
+                connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         before = current_revision(connection)
         if not _known(before):
             raise ConfigurationError(
@@ -100,7 +108,10 @@ def upgrade(engine: sa.Engine, schema: str, revision: str = "head") -> str | Non
         if before != HEAD_REVISION or revision != "head":
             from alembic import command
 
+            set_up = postgres and roles.prepare_migration(connection, schema)
             command.upgrade(alembic_config(connection), revision)
+            if set_up:
+                roles.after_migration(connection, schema)
         return before
 
 

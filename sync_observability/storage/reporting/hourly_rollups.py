@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -362,15 +363,51 @@ def _refresh_days(
     )
 
 
+_MAY_REFRESH: weakref.WeakKeyDictionary[SyncStore, bool] = weakref.WeakKeyDictionary()
+_ROLLUP_TABLES = (
+    sync_history_hourly,
+    sync_history_hourly_errors,
+    sync_history_daily,
+    sync_volume_baseline,
+    sync_rollup_pending,
+    sync_rollup_state,
+)
+
+
+def rollups_mode(store: SyncStore) -> str:
+    """The store's ``rollups`` mode, but ``"read"`` for ``"refresh"`` when the database role
+    cannot write the roll-ups (a reader, a hot standby): reports degrade to reading them.
+
+    Checked once per store on PostgreSQL (``has_table_privilege``, ``pg_is_in_recovery``). A
+    role restricted to some resources (``sync-obs roles restrict``) sees no roll-up state, so
+    its reports read ``sync_history``, which its policy filters.
+    """
+    if store.rollups != "refresh" or store.dialect != "postgresql":
+        return store.rollups
+    may = _MAY_REFRESH.get(store)
+    if may is None:
+        checks = " AND ".join(
+            f"has_table_privilege('{table.name}', '{privilege}')"
+            for table in _ROLLUP_TABLES
+            for privilege in ("INSERT", "UPDATE", "DELETE")
+        )
+        query = sa.text(f"SELECT NOT pg_is_in_recovery() AND {checks}")
+        may = _MAY_REFRESH[store] = bool(
+            store.db.read(lambda conn: conn.execute(query).scalar_one(), "check roll-up rights")
+        )
+    return "refresh" if may else "read"
+
+
 def report_coverage(store: SyncStore) -> Coverage | None:
-    """The hours a report may read from the roll-ups, per the store's ``rollups`` mode.
+    """The hours a report may read from the roll-ups, per :func:`rollups_mode`.
 
     ``"refresh"``: :func:`refresh_rollups` first. ``"read"``: what is rolled up already, with no
     write (a read-only replica or user). ``"off"``: None, every hour read from ``sync_history``.
     """
-    if store.rollups == "refresh":
+    mode = rollups_mode(store)
+    if mode == "refresh":
         return refresh_rollups(store)
-    if store.rollups == "off":
+    if mode == "off":
         return None
 
     def read(conn: sa.Connection) -> Coverage | None:
@@ -643,7 +680,7 @@ def daily_volume_parts(
         low, high = max(first, whole_from), min(end, today)
         if low < high:
             live_days = [(whole_from, low), (high, today)]
-            if store.rollups == "refresh":
+            if rollups_mode(store) == "refresh":
                 ensure_baseline(store, low, high)
             b = sync_volume_baseline.c
             key = sa.and_(b.from_day == low, b.until_day == high)
