@@ -7,6 +7,7 @@ reached the PostgreSQL tests are skipped locally and *fail* in CI (``CI=true``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import uuid
@@ -69,6 +70,24 @@ def postgres_database_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@contextlib.contextmanager
+def own_database(url: str, prefix: str, *settings: str) -> Iterator[str]:
+    """A PostgreSQL database of its own on ``url``'s server (``ALTER DATABASE ... SET`` each of
+    ``settings``), dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine(url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        for setting in settings:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" SET {setting}'))
+    try:
+        yield sa.make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

@@ -30,7 +30,13 @@ from sync_observability import (
     SyncStore,
     SyncTracker,
 )
-from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, _admin_engine, make_backend
+from sync_observability_tests.conftest import (
+    WITH_PARTITIONED,
+    Backend,
+    _admin_engine,
+    make_backend,
+    own_database,
+)
 
 
 @pytest.fixture(params=WITH_PARTITIONED)
@@ -196,17 +202,8 @@ def test_sqlite_lock_outlasting_the_retries_fails_loudly(
 @pytest.fixture
 def pg_lock_timeout_url(postgres_database_url: str) -> Iterator[str]:
     """A database of its own whose sessions give up waiting for a lock after 200 ms."""
-    name = f"sync_obs_locks_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine(postgres_database_url)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET lock_timeout = '200ms'"))
-    yield (
-        sa.make_url(postgres_database_url).set(database=name).render_as_string(hide_password=False)
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with own_database(postgres_database_url, "sync_obs_locks", "lock_timeout = '200ms'") as url:
+        yield url
 
 
 @pytest.mark.postgres

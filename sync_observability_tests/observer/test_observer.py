@@ -11,18 +11,16 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
 from sync_observability import SyncRecord, SyncTracker
 from sync_observability.observer import make_asset_observer_sensor
 from sync_observability.observer import sensor as observer_sensor
-from sync_observability_tests.conftest import Backend
+from sync_observability_tests.conftest import Backend, own_database
 from sync_observability_tests.observer import observed_jobs
 from sync_observability_tests.observer.observed_jobs import (
     MIXED,
@@ -332,20 +330,8 @@ def test_a_run_killed_mid_step_is_a_failed_sync_with_its_code(
 @pytest.fixture
 def dagster_postgres_url(postgres_database_url: str) -> Iterator[str]:
     """A database of its own for a dagster-postgres instance: no other test's runs in it."""
-    name = f"dagster_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(
-        sa.make_url(postgres_database_url).set(drivername="postgresql+psycopg2"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=sa.pool.NullPool,
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield (
-        sa.make_url(postgres_database_url).set(database=name).render_as_string(hide_password=False)
-    )
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with own_database(postgres_database_url, "dagster") as url:
+        yield url
 
 
 @pytest.mark.postgres
