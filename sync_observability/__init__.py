@@ -14,6 +14,8 @@ Examples:
             return dg.MaterializeResult(metadata=sync.metadata)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from sync_observability.alerts.resources import SyncAlerting
 from sync_observability.alerts.sensors import (
     make_consecutive_failures_sensor,
@@ -47,12 +49,26 @@ from sync_observability.errors import (
     WatermarkError,
     WatermarkRewindError,
 )
+from sync_observability.observer import make_asset_observer_sensor, sync_asset_observer_sensor
 from sync_observability.retention import sync_retention_job, sync_retention_schedule
 from sync_observability.storage.records import SyncOutcome, SyncRecord, SyncState
-from sync_observability.storage.store import SyncStore
 from sync_observability.tracking import SyncRun, SyncTracker
 
+if TYPE_CHECKING:
+    from sync_observability.storage.store import SyncStore
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # SyncStore brings SQLAlchemy: it loads when first asked for, not with the package, which
+    # every process of a code location using the tracker imports (test_import_cost.py).
+    if name == "SyncStore":
+        from sync_observability.storage.store import SyncStore
+
+        return SyncStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigurationError",
@@ -76,6 +92,7 @@ __all__ = [
     "WatermarkConflictError",
     "WatermarkError",
     "WatermarkRewindError",
+    "make_asset_observer_sensor",
     "make_consecutive_failures_sensor",
     "make_slow_syncs_sensor",
     "make_stale_watermarks_sensor",
@@ -83,6 +100,7 @@ __all__ = [
     "make_sync_health_checks",
     "make_volume_anomalies_sensor",
     "make_watermark_not_moving_sensor",
+    "sync_asset_observer_sensor",
     "sync_consecutive_failures_sensor",
     "sync_observability_definitions",
     "sync_retention_job",

@@ -33,14 +33,12 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync_observability.clock import utcnow
 from sync_observability.errors import InvalidInputError
-from sync_observability.storage import operation_store
-from sync_observability.storage.operation_store import PendingEvent
-from sync_observability.storage.schema import OPERATION_CATEGORIES
-from sync_observability.storage.store import SyncStore
+from sync_observability.storage.constants import OPERATION_CATEGORIES, OPERATION_LOG_BATCH_ROWS
+from sync_observability.storage.records import PendingEvent
 from sync_observability.validation import (
     check_aware,
     check_length,
@@ -48,6 +46,9 @@ from sync_observability.validation import (
     check_number,
     check_text,
 )
+
+if TYPE_CHECKING:
+    from sync_observability.storage.store import SyncStore
 
 MAX_ENTITY_KEY_LENGTH = 1000
 MAX_MESSAGE_LENGTH = 10_000
@@ -107,7 +108,7 @@ class OperationLogMixin:
     """
 
     #: Buffered events are written once this many are waiting (and at the end of the sync).
-    operation_log_batch_size: int = operation_store.BATCH_ROWS
+    operation_log_batch_size: int = OPERATION_LOG_BATCH_ROWS
 
     sync_id: str
     resource: str
@@ -127,8 +128,10 @@ class OperationLogMixin:
     def _write_buffer(self) -> None:
         if not self._op_buffer:
             return
+        from sync_observability.storage.operation_store import insert_operations
+
         batch = self._op_buffer
-        operation_store.insert_operations(
+        insert_operations(
             self._store,
             batch,
             resource=self.resource,

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -25,7 +25,7 @@ from sync_observability.errors import (
 )
 from sync_observability.metrics import RunMetricsMixin
 from sync_observability.operations import MAX_MESSAGE_LENGTH, OperationLogMixin
-from sync_observability.storage.engine import DEFAULT_SCHEMA, default_database_url, redact
+from sync_observability.storage.constants import DEFAULT_SCHEMA
 from sync_observability.storage.records import (
     RefusedChange,
     SyncOutcome,
@@ -33,7 +33,6 @@ from sync_observability.storage.records import (
     SyncState,
     WatermarkChange,
 )
-from sync_observability.storage.store import SyncStore
 from sync_observability.storage.watermark_rule import DEFAULT_MAX_AHEAD, refusal
 from sync_observability.validation import (
     MAX_BIGINT,
@@ -45,6 +44,10 @@ from sync_observability.validation import (
     clean_json,
     clean_text,
 )
+
+if TYPE_CHECKING:
+    # SQLAlchemy loads with the store, when the resource is set up or first used.
+    from sync_observability.storage.store import SyncStore
 
 log = logging.getLogger("sync_observability")
 
@@ -531,6 +534,8 @@ class SyncTracker(dg.ConfigurableResource):
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # repr() and str() show the database URL with its password hidden.
+        from sync_observability.storage.engine import redact
+
         for name, value in super().__repr_args__():
             yield (
                 name,
@@ -552,6 +557,9 @@ class SyncTracker(dg.ConfigurableResource):
             self._store = None
 
     def _open(self, instance: Any = None) -> SyncStore:
+        from sync_observability.storage.engine import default_database_url
+        from sync_observability.storage.store import SyncStore
+
         url = self.database_url or default_database_url(instance)
         return SyncStore.from_url(
             url,
@@ -729,7 +737,10 @@ class SyncTracker(dg.ConfigurableResource):
                 f"{resource!r} by this tracker marks it failed ({RECORD_FAILED})"
             )
 
-        ctx.log.debug(f"sync_observability: sync {run.sync_id} of {resource!r} started")
+        # The package's logger, not the step's: every context.log line is a row in Dagster's
+        # event log (two of them cost a trivial step about 19 ms on dagster-postgres), and these
+        # say nothing that sync_history and the materialization's metadata do not.
+        log.debug("sync %s of %r started", run.sync_id, resource)
         try:
             yield run
             # Inside the try: events that cannot be written fail the sync instead of leaving it
@@ -789,7 +800,7 @@ class SyncTracker(dg.ConfigurableResource):
             ctx.log.error(f"sync_observability: {message}: {finish_error}")
             raise
         run._finished(outcome)
-        ctx.log.debug(f"sync_observability: sync {run.sync_id} of {resource!r} succeeded")
+        log.debug("sync %s of %r succeeded", run.sync_id, resource)
 
     def _start(
         self,

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from sync_observability.errors import InvalidInputError
-from sync_observability.storage.schema import MAX_NAME_LENGTH, SYNC_TYPES
+from sync_observability.storage.constants import MAX_NAME_LENGTH, SYNC_TYPES
 
 MAX_BIGINT = 2**63 - 1
 """The largest count the database holds (BIGINT; SQLite's INTEGER is the same 64 bits)."""

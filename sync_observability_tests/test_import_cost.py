@@ -1,8 +1,9 @@
-"""What a Dagster step process pays to import the package: no reports, charts or migrations.
+"""What a Dagster step process pays to import the package: no storage, reports or migrations.
 
 Every process that loads a code location using the package imports it (the code server, each
-run worker and, with the multiprocess executor, every step). pandas, matplotlib and Alembic
-load only where they are used: a report, the health report asset's body, a migration.
+run worker and, with the multiprocess executor, every step). SQLAlchemy and psycopg2 load when a
+store is created (resource setup, a sensor tick, the CLI, a report); pandas, matplotlib and
+Alembic only where they are used: a report, the health report asset's body, a migration.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import sys
 
 import pytest
 
-HEAVY = ("pandas", "matplotlib", "alembic", "numpy")
+from sync_observability.storage import constants, schema
+
+HEAVY = ("pandas", "matplotlib", "alembic", "numpy", "sqlalchemy", "psycopg2")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -33,6 +36,12 @@ def _loaded_after(code: str) -> list[str]:
         "import sync_observability.examples.definitions",
         # The definitions a user builds, with every sensor, the job and the report asset.
         "import sync_observability as so; so.sync_observability_definitions()",
+        # What a code server does with them: resolve every job, check and resource.
+        "import dagster as dg, sync_observability.examples.definitions as m\n"
+        "dg.Definitions.validate_loadable(m.defs)",
+        # A tracker configured in code, as a step process builds it before setting it up.
+        "from sync_observability import SyncTracker\n"
+        "SyncTracker(database_url='postgresql://u@127.0.0.1:1/x', schema_name='s')",
     ],
 )
 def test_loading_the_package_and_its_definitions_imports_no_heavy_module(code: str) -> None:
@@ -42,3 +51,31 @@ def test_loading_the_package_and_its_definitions_imports_no_heavy_module(code: s
 def test_a_report_still_loads_what_it_needs() -> None:
     # The probe is not blind: running the reports' import pulls pandas in.
     assert "pandas" in _loaded_after("import sync_observability.reports")
+
+
+def test_a_store_loads_sqlalchemy_and_the_postgresql_driver() -> None:
+    # Nor for storage: opening a store (SQLite) loads SQLAlchemy, a PostgreSQL engine the
+    # driver (made without connecting).
+    assert "sqlalchemy" in _loaded_after(
+        "from sync_observability import SyncTracker\nSyncTracker(database_url='sqlite://').store"
+    )
+    engine = (
+        "from sync_observability.storage.engine import create_engine\n"
+        "create_engine('postgresql://u@127.0.0.1:1/x')"
+    )
+    assert "psycopg2" in _loaded_after(engine)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SYNC_TYPES",
+        "MAX_NAME_LENGTH",
+        "ALERT_SEVERITIES",
+        "MAX_RULE_LENGTH",
+        "OPERATION_CATEGORIES",
+    ],
+)
+def test_the_light_constants_are_the_schemas(name: str) -> None:
+    # constants.py repeats them so that validation needs no SQLAlchemy; the tables use schema's.
+    assert getattr(constants, name) == getattr(schema, name)

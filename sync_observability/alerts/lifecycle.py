@@ -52,7 +52,7 @@ import json
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync_observability.alerts.rules import (
     CONSECUTIVE_FAILURES,
@@ -66,10 +66,12 @@ from sync_observability.alerts.rules import (
 from sync_observability.alerts.sinks import Sink, SinkError
 from sync_observability.clock import utcnow
 from sync_observability.errors import InvalidInputError
-from sync_observability.storage.alert_store import Alert, AlertDraft, AlertStore, Claim
-from sync_observability.storage.records import SyncState
-from sync_observability.storage.schema import ALERT_SEVERITIES, MAX_RULE_LENGTH
+from sync_observability.storage.constants import ALERT_SEVERITIES, MAX_RULE_LENGTH
+from sync_observability.storage.records import Alert, AlertDraft, Claim, SyncState
 from sync_observability.validation import check_aware, check_name
+
+if TYPE_CHECKING:
+    from sync_observability.storage.alert_store import AlertStore
 
 log = logging.getLogger("sync_observability")
 

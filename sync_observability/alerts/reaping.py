@@ -13,14 +13,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dagster as dg
 
 from sync_observability.alerts.rules import CRITICAL, STUCK_RUN, AlertPolicy, Finding
 from sync_observability.clock import utcnow
 from sync_observability.storage.records import SyncState
-from sync_observability.storage.store import SyncStore
+
+if TYPE_CHECKING:
+    from sync_observability.storage.store import SyncStore
 
 ORPHANED = "ORPHANED"
 """Error code of a sync reaped because its Dagster run (or step attempt) ended without it."""

@@ -26,10 +26,12 @@ what it reads), and share dagster-slack's shape (``make_slack_on_run_failure_sen
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dagster as dg
 
+from sync_observability.alerts.check_reports import check_evaluations
+from sync_observability.alerts.expected import definition_stale_limits, with_definition_limits
 from sync_observability.alerts.lifecycle import (
     DeliveryReport,
     TickResult,
@@ -55,15 +57,16 @@ from sync_observability.alerts.rules import (
     check_watermark_not_moving,
 )
 from sync_observability.clock import utcnow
-from sync_observability.storage.alert_store import AlertStore
-from sync_observability.storage.history_stats import (
-    DEFAULT_DURATION_WINDOW,
-    slow_sync_candidates,
-    volume_anomaly_candidates,
-)
-from sync_observability.storage.store import SyncStore
 from sync_observability.tracking import SyncTracker
 
+# The storage modules, and SQLAlchemy with them, load when a tick runs, not with the definitions.
+if TYPE_CHECKING:
+    from sync_observability.storage.store import SyncStore
+else:
+    SyncStore = "SyncStore"  # a forward reference in the annotations below
+
+_HEALTH_RULES = (CONSECUTIVE_FAILURES, STALE_WATERMARK)
+"""The rules the ``sync_health`` check judges: their sensors report its result (check_reports)."""
 TICK_STORAGE_SECONDS = 45.0
 """The database time of one tick, all calls together: inside Dagster's 60 s sensor timeout."""
 MessageFn = Callable[[Finding], str]
@@ -155,6 +158,11 @@ def _stale_watermarks(
 def _slow_syncs(
     context: dg.SensorEvaluationContext, store: SyncStore, policy: AlertPolicy, now: dt.datetime
 ) -> _Judgement:
+    from sync_observability.storage.history_stats import (
+        DEFAULT_DURATION_WINDOW,
+        slow_sync_candidates,
+    )
+
     window = max(DEFAULT_DURATION_WINDOW, *_override_values(policy, "slow_min_samples"))
     factors = [f for f in _override_values(policy, "slow_factor") if f is not None]
     candidates = slow_sync_candidates(
@@ -175,6 +183,8 @@ def _slow_syncs(
 def _volume_anomalies(
     context: dg.SensorEvaluationContext, store: SyncStore, policy: AlertPolicy, now: dt.datetime
 ) -> _Judgement:
+    from sync_observability.storage.history_stats import volume_anomaly_candidates
+
     windows = set(_override_values(policy, "volume_window"))
     candidates = volume_anomaly_candidates(
         store,
@@ -400,10 +410,17 @@ def _make_sensor(
         context: dg.SensorEvaluationContext,
         sync_tracker: SyncTracker,
         sync_alerting: SyncAlerting,
-    ) -> dg.SkipReason:
+    ) -> dg.SkipReason | dg.SensorResult:
+        from sync_observability.storage.alert_store import AlertStore
+
         now = utcnow()
         # Configuration errors surface before anything is written.
         policy = sync_alerting.policy()
+        health = rule in _HEALTH_RULES and context.repository_def is not None
+        if health:
+            # Where the policy sets no stale limit, an asset's freshness policy or cron does.
+            limits = definition_stale_limits(context.repository_def, now)
+            policy = with_definition_limits(policy, limits)
         sinks = sync_alerting.sinks(
             context.log, slack_client=slack.get_client() if slack is not None else None
         )
@@ -420,6 +437,12 @@ def _make_sensor(
             report = deliver_pending(
                 alerts, sinks, now=now, renotify_after=sync_alerting.renotify_after, rules=[rule]
             )
+            changed = [a.resource for a in (*tick.opened, *tick.resolved)]
+            checks = (
+                check_evaluations(context.repository_def, store, changed, policy, now)
+                if health and changed
+                else []
+            )
         for notification, error in report.failed:
             context.log.warning(
                 f"sync_observability: {notification.kind} notification of alert "
@@ -430,6 +453,8 @@ def _make_sensor(
         # that changed something also writes it to the tick's log, which the UI links to.
         if report.delivered or report.failed or tick.opened or tick.resolved:
             context.log.info(f"sync_observability: {summary}")
+        if checks:  # the sync_health checks of the assets whose alert opened or resolved
+            return dg.SensorResult(skip_reason=dg.SkipReason(summary), asset_events=checks)
         return dg.SkipReason(summary)
 
     return _sensor

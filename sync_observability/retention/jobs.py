@@ -26,7 +26,6 @@ from sync_observability.retention.steps import (
     run_retention,
     skipped_result,
 )
-from sync_observability.storage.retention_store import ARCHIVE, HISTORY
 from sync_observability.tracking import SyncTracker
 
 RETENTION_CRON = "17 3 * * *"
@@ -81,6 +80,8 @@ def sync_retention(
     context: dg.OpExecutionContext, config: SyncRetentionConfig, sync_tracker: SyncTracker
 ) -> dg.Output[dict]:
     """Run retention, recorded as a sync of ``sync_observability/retention`` so failures alert."""
+    from sync_observability.storage.retention_store import ARCHIVE, HISTORY
+
     policy = config.policy()
     try:
         with sync_tracker.track(

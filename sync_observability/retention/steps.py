@@ -22,24 +22,22 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync_observability.clock import utcnow
 from sync_observability.errors import InvalidInputError
-from sync_observability.storage import partitioning
-from sync_observability.storage.reporting import hourly_rollups
-from sync_observability.storage.retention_store import (
-    ARCHIVE,
-    DEFAULT_KEEP_LAST,
-    HISTORY,
-    PURGE_TARGETS,
-    Batch,
-    KeepSnapshot,
-    Keyset,
-    RetentionStore,
-)
-from sync_observability.storage.store import SyncStore
+from sync_observability.storage.constants import DEFAULT_KEEP_LAST
 from sync_observability.validation import check_aware
+
+if TYPE_CHECKING:
+    # The retention SQL, and SQLAlchemy with it, loads when a run starts, not with the job.
+    from sync_observability.storage.retention_store import (
+        Batch,
+        KeepSnapshot,
+        Keyset,
+        RetentionStore,
+    )
+    from sync_observability.storage.store import SyncStore
 
 DEFAULT_ARCHIVE_AFTER_DAYS = 90
 DEFAULT_PURGE_AFTER_DAYS = 365
@@ -83,6 +81,8 @@ class RetentionPolicy:
     keep_last_per_resource: int = DEFAULT_KEEP_LAST_PER_RESOURCE
 
     def __post_init__(self) -> None:
+        from sync_observability.storage.retention_store import ARCHIVE, PURGE_TARGETS
+
         ages = {
             "archive_after_days": self.archive_after_days,
             "purge_after_days": self.purge_after_days,
@@ -231,6 +231,9 @@ def run_retention(
         now: the instant the cutoffs count back from (the current time if None).
         progress: called as ``progress(step, rows_done, rows_planned)``.
     """
+    from sync_observability.storage import partitioning
+    from sync_observability.storage.retention_store import RetentionStore
+
     policy = policy or RetentionPolicy()
     now = check_aware("now", now or utcnow())
     cutoffs = retention_cutoffs(now, policy)
@@ -283,6 +286,8 @@ def _plan(
     History rows already past the purge age are archived and then purged by the same run, so
     they count towards both steps (the rows archival keeps are in neither count).
     """
+    from sync_observability.storage.retention_store import ARCHIVE, HISTORY, PURGE_TARGETS
+
     archive, purge = cutoffs.archive_before, cutoffs.purge_before
     steps = [
         StepResult(
@@ -330,6 +335,9 @@ def _archive_partitioned(
 ) -> StepResult:
     """Archive a partitioned ``sync_history``: whole old months by detach, then the rest by
     batches, one partition at a time (see :mod:`sync_observability.storage.partitioning`)."""
+    from sync_observability.storage import partitioning
+    from sync_observability.storage.reporting import hourly_rollups
+
     keep = policy.keep_last_per_resource
     # Reports stop reading these hours from the roll-ups before their rows leave.
     hourly_rollups.retire_before(retention.store, step.before)
@@ -382,6 +390,8 @@ def _batches(
             keep_last=policy.keep_last_per_resource,
             boundaries=boundaries,
         )
+    from sync_observability.storage.retention_store import PURGE_TARGETS
+
     target = PURGE_TARGETS[step.table]
     return lambda after: retention.purge_batch(
         target, before=step.before, after=after, limit=policy.batch_size

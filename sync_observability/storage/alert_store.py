@@ -23,61 +23,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from sync_observability.storage.records import FINDING_COLUMNS, Alert, AlertDraft, Claim
 from sync_observability.storage.schema import UTCDateTime, sync_alerts
 from sync_observability.storage.store import SyncStore
 
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Alert:
-    """One row of ``sync_alerts``: one occurrence of one rule's condition on one resource.
-
-    ``notify_count`` and ``last_notified_at`` count every delivered notification (opened,
-    reminders, resolved). ``since``, ``sync_id``, ``dagster_run_id`` and ``last_error`` come
-    from the latest finding and make the notification readable.
-    """
-
-    alert_id: str
-    rule: str
-    resource: str
-    severity: str
-    status: str
-    fingerprint: str
-    message: str
-    details: dict[str, Any]
-    opened_at: dt.datetime
-    last_seen_at: dt.datetime
-    resolved_at: dt.datetime | None
-    last_notified_at: dt.datetime | None
-    notify_count: int
-    resolution_message: str | None
-    resolution_notified_at: dt.datetime | None
-    since: dt.datetime | None
-    sync_id: str | None
-    dagster_run_id: str | None
-    last_error: str | None
-    last_delivery_error: str | None
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class AlertDraft:
-    """What one finding writes into its alert row (a new one, or the open one it refreshes)."""
-
-    rule: str
-    resource: str
-    fingerprint: str
-    severity: str
-    message: str
-    details: dict[str, Any]
-    since: dt.datetime | None = None
-    sync_id: str | None = None
-    dagster_run_id: str | None = None
-    last_error: str | None = None
-
-    def values(self) -> dict[str, Any]:
-        """The columns a finding sets, on open and on every refresh."""
-        return {name: getattr(self, name) for name in _FINDING_COLUMNS}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -89,30 +39,7 @@ class AppliedFindings:
     resolved: list[Alert]
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Claim:
-    """A notification claimed for sending by one tick.
-
-    ``delivery_kind`` / ``delivered_sinks``: the kind a previous, partly failed attempt was
-    sending and the sinks that accepted it then.
-    """
-
-    alert: Alert
-    token: str
-    delivery_kind: str | None
-    delivered_sinks: tuple[str, ...]
-
-
 _FIELDS = tuple(f.name for f in dataclasses.fields(Alert))
-_FINDING_COLUMNS = (
-    "severity",
-    "message",
-    "details",
-    "since",
-    "sync_id",
-    "dagster_run_id",
-    "last_error",
-)
 _COLUMNS = tuple(sync_alerts.c[name] for name in _FIELDS)
 _CLAIM_COLUMNS = (*_COLUMNS, sync_alerts.c.delivery_kind, sync_alerts.c.delivered_sinks)
 
@@ -482,7 +409,7 @@ _REFRESH_SET = (
 )
 _PG_REFRESH = (
     "UPDATE sync_alerts AS a SET "
-    + _REFRESH_SET.format(**{name: f"v.{name}" for name in _FINDING_COLUMNS})
+    + _REFRESH_SET.format(**{name: f"v.{name}" for name in FINDING_COLUMNS})
     + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(alert_id varchar, severity varchar, "
     "message text, details jsonb, since timestamptz, sync_id varchar, dagster_run_id varchar, "
     "last_error text) WHERE a.alert_id = v.alert_id AND a.status = 'open'"
@@ -490,7 +417,7 @@ _PG_REFRESH = (
 _SQLITE_REFRESH = (
     "UPDATE sync_alerts SET "
     + _REFRESH_SET.format(
-        **{name: f"json_extract(v.value, '$.{name}')" for name in _FINDING_COLUMNS}
+        **{name: f"json_extract(v.value, '$.{name}')" for name in FINDING_COLUMNS}
     )
     # The unary + keeps SQLite's planner off the status index, which would make json_each the
     # inner loop (quadratic); the join then walks the JSON and looks each id up by key.

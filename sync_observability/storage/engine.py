@@ -28,16 +28,14 @@ from sync_observability.errors import (
     StorageError,
     SyncObservabilityError,
 )
+from sync_observability.storage.constants import DEFAULT_SCHEMA, DEFAULT_TIMEOUT
 
 log = logging.getLogger("sync_observability")
 
 T = TypeVar("T")
 
-DEFAULT_SCHEMA = "sync_observability"
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 DATABASE_URL_ENV = "SYNC_OBS_DATABASE_URL"
-DEFAULT_TIMEOUT = 30.0
-"""The default time budget of one storage call (connect, lock waits, statements, retries)."""
 MAX_CONNECT_TIMEOUT = 10.0
 CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "sync_observability_call_deadline", default=None

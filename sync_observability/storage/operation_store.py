@@ -20,10 +20,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from sync_observability.storage.constants import OPERATION_LOG_BATCH_ROWS as BATCH_ROWS
+from sync_observability.storage.records import PendingEvent
 from sync_observability.storage.schema import UTCDateTime, operation_log
 from sync_observability.storage.store import SyncStore
-
-BATCH_ROWS = 1000
 
 
 class _JSONText(sa.TypeDecorator[str]):
@@ -66,17 +66,6 @@ class OperationEvent:
     message: str
     details: dict[str, Any]
     log_time: dt.datetime
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class PendingEvent:
-    """A validated event waiting in a sync's buffer; ``details_json`` is already JSON text."""
-
-    category: str
-    entity_key: str | None
-    event_time: dt.datetime
-    message: str
-    details_json: str
 
 
 def insert_operations(

@@ -43,6 +43,7 @@ from sqlalchemy.dialects import postgresql
 
 from sync_observability.errors import StorageError
 from sync_observability.storage import partitioning
+from sync_observability.storage.constants import DEFAULT_KEEP_LAST
 from sync_observability.storage.reporting import hourly_rollups
 from sync_observability.storage.schema import (
     UTCDateTime,
@@ -56,7 +57,6 @@ from sync_observability.storage.store import SyncStore
 HISTORY = sync_history.name
 ARCHIVE = sync_history_archive.name
 _HISTORY_COLUMNS = tuple(column.name for column in sync_history.c)
-DEFAULT_KEEP_LAST = 10
 
 
 @dataclasses.dataclass(frozen=True)
