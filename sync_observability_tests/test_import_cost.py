@@ -77,5 +77,5 @@ def test_a_store_loads_sqlalchemy_and_the_postgresql_driver() -> None:
     ],
 )
 def test_the_light_constants_are_the_schemas(name: str) -> None:
-    # constants.py repeats them so that validation needs no SQLAlchemy; the tables use schema's.
+    # Defined once in constants.py (validation needs no SQLAlchemy); the tables use them.
     assert getattr(constants, name) == getattr(schema, name)

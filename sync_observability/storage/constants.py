@@ -17,11 +17,12 @@ DEFAULT_KEEP_LAST = 10
 OPERATION_LOG_BATCH_ROWS = 1000
 """A sync's operational events are written in batches of this many rows."""
 
-# As in schema.py.
+# The tables' value sets and limits (schema.py builds its CHECKs and columns from them).
 SYNC_TYPES = ("full", "incremental")
 MAX_NAME_LENGTH = 255
 ALERT_SEVERITIES = ("critical", "warning")
 MAX_RULE_LENGTH = 64
+# Seed 003's categories, then seed 004's manual operation types (maintenance is in both).
 OPERATION_CATEGORIES = (
     "data_quality_error",
     "dedup_conflict",

@@ -14,10 +14,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+# The limits and value sets that code without SQLAlchemy checks against too (validation).
+from sync_observability.storage.constants import (
+    ALERT_SEVERITIES,
+    MAX_NAME_LENGTH,
+    MAX_RULE_LENGTH,
+    OPERATION_CATEGORIES,
+    SYNC_TYPES,
+)
+
 SYNC_STATUSES = ("never_run", "running", "success", "failed")
 RUN_STATUSES = ("running", "success", "failed")
-SYNC_TYPES = ("full", "incremental")
-MAX_NAME_LENGTH = 255
 
 
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):
@@ -228,9 +235,7 @@ sa.Index(
 # -- sync_alerts (issue 3) -------------------------------------------------------------------
 
 ALERT_STATUSES = ("open", "resolved")
-ALERT_SEVERITIES = ("critical", "warning")
 NOTIFICATION_KINDS = ("opened", "reminder", "resolved")
-MAX_RULE_LENGTH = 64
 
 sync_alerts = sa.Table(
     "sync_alerts",
@@ -330,20 +335,6 @@ sa.Index(
 
 # -- operation_log (issue 5) -----------------------------------------------------------------
 
-# Seed 003's categories, then seed 004's manual operation types (maintenance is in both).
-OPERATION_CATEGORIES = (
-    "data_quality_error",
-    "dedup_conflict",
-    "authority_conflict",
-    "cast_error",
-    "upsert_failure",
-    "concurrency_issue",
-    "backup",
-    "maintenance",
-    "migration",
-    "data_import",
-    "export",
-)
 MAX_CATEGORY_LENGTH = 32
 
 operation_log = sa.Table(
