@@ -153,7 +153,7 @@ class _Tick:
         self.cursor = ObserverCursor.parse(context.cursor)
         self.pending: list[tuple[int, str, list[ObservedSync]]] = []
         self.pending_syncs = 0
-        self.runs_seen = self.runs = self.written = self.skipped = 0
+        self.runs = self.written = self.skipped = 0
         self.out_of_time = False
 
     def late(self) -> bool:
@@ -161,7 +161,6 @@ class _Tick:
 
     def add(self, storage_id: int, run_id: str, syncs: list[ObservedSync]) -> None:
         """Queue a run's syncs; write the queue when it is big enough."""
-        self.runs_seen += 1
         for sync in syncs:
             if len(sync.resource) > MAX_NAME_LENGTH:
                 self.context.log.error(
