@@ -66,6 +66,47 @@ def test_a_store_loads_sqlalchemy_and_the_postgresql_driver() -> None:
     assert "psycopg2" in _loaded_after(engine)
 
 
+# What a step process that only tracks does not need: the Dagster objects of the definitions.
+DEFINITIONS_ONLY = (
+    "sync_observability.alerts.sensors",
+    "sync_observability.alerts.sinks",
+    "sync_observability.checks",
+    "sync_observability.definitions",
+    "sync_observability.observer",
+    "sync_observability.report_asset",
+    "sync_observability.retention",
+)
+
+
+def _package_modules_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint(__import__('json').dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    return {m for m in json.loads(out.strip().splitlines()[-1]) if m.startswith("sync_obs")}
+
+
+def test_the_tracker_alone_loads_none_of_the_definitions_modules() -> None:
+    loaded = _package_modules_after("from sync_observability import SyncTracker")
+    assert "sync_observability.tracking" in loaded
+    assert loaded.isdisjoint(DEFINITIONS_ONLY), sorted(loaded & set(DEFINITIONS_ONLY))
+
+
+def test_every_public_name_loads_on_first_use() -> None:
+    # The lazy __init__ names every export, and each resolves to the object its module defines.
+    import sync_observability as so
+
+    assert set(so.__all__) <= set(dir(so))
+    for name in so.__all__:
+        value = getattr(so, name)
+        assert value is getattr(sys.modules[so._EXPORTS[name]], name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        so.no_such_name  # noqa: B018
+    assert set(DEFINITIONS_ONLY) <= _package_modules_after(
+        "import sync_observability as so; so.sync_observability_definitions()"
+    )
+
+
 @pytest.mark.parametrize(
     "name",
     [
