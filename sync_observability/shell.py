@@ -174,12 +174,14 @@ class SignalForwarder:
         self._forwarded = False
         self._timer: threading.Timer | None = None
         self._previous: dict[int, Any] = {}
-        self._terminal_delivers_sigint = False
+        self.terminal_delivers_sigint = False
+        """Whether ``sync-obs run`` is in its terminal's foreground process group, which a
+        Ctrl-C signals whole (the command included); set on entry."""
 
     def __enter__(self) -> SignalForwarder:
         if threading.current_thread() is not threading.main_thread():
             return self
-        self._terminal_delivers_sigint = _in_terminal_foreground()
+        self.terminal_delivers_sigint = _in_terminal_foreground()
         for signum in FORWARDED_SIGNALS:
             previous = signal.getsignal(signum)
             if previous is signal.SIG_IGN:
@@ -224,7 +226,7 @@ class SignalForwarder:
         assert child is not None
         self._forwarded = True
         # Ctrl-C at a terminal signals its whole foreground process group: the command has it.
-        if not (signum == signal.SIGINT and self._terminal_delivers_sigint):
+        if not (signum == signal.SIGINT and self.terminal_delivers_sigint):
             child.send_signal(signum)
         self._timer = threading.Timer(self.kill_after, self._kill)
         self._timer.daemon = True

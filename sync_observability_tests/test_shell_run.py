@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import signal
 import socket
 import stat
@@ -360,3 +361,46 @@ def test_a_second_signal_kills_a_command_ignoring_the_first(backend: Backend) ->
         "killed (SIGKILL)"
     )
     assert row.metadata["run"]["received"] == ["SIGTERM", "SIGTERM"]
+
+
+TERMINAL_PROBE = """
+import os
+from sync_observability.shell import SignalForwarder
+if os.isatty(0):
+    os.close(os.open(os.ttyname(0), os.O_RDWR))  # a session leader opening it: our terminal
+with SignalForwarder() as forwarder:
+    print("terminal delivers SIGINT:", forwarder.terminal_delivers_sigint, flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_terminal", [True, False])
+def test_sigint_is_not_forwarded_when_the_terminal_sends_it_to_the_command(
+    with_terminal: bool,
+) -> None:
+    # Ctrl-C signals the terminal's whole foreground process group, the command included: it
+    # is only forwarded when sync-obs run is not in that group (cron, CI, a kill -INT).
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [PY, "-c", TERMINAL_PROBE],
+            stdin=slave if with_terminal else subprocess.DEVNULL,
+            stdout=slave if with_terminal else subprocess.PIPE,
+            stderr=slave if with_terminal else subprocess.PIPE,
+            start_new_session=True,
+        )
+    finally:
+        os.close(slave)
+    try:
+        if with_terminal:
+            output = b""
+            while b"\n" not in output:
+                output += os.read(master, 1024)
+        else:
+            output, _ = proc.communicate(timeout=120)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        os.close(master)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert output.decode().strip() == f"terminal delivers SIGINT: {with_terminal}"
