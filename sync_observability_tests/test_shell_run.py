@@ -404,3 +404,29 @@ def test_sigint_is_not_forwarded_when_the_terminal_sends_it_to_the_command(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     assert output.decode().strip() == f"terminal delivers SIGINT: {with_terminal}"
+
+
+RUN_IN_PROCESS = """
+import json, sys
+from sync_observability.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+heavy = ("dagster", "pandas", "matplotlib", "alembic", "numpy", "pyarrow", "duckdb")
+print(json.dumps([code, sorted(m for m in heavy if m in sys.modules)]))
+"""
+
+
+def test_sync_obs_run_loads_neither_dagster_nor_the_reports(
+    backend: Backend, store: SyncStore
+) -> None:
+    # The whole command, the sync's start, end and operation event included, in one process.
+    where = ["--database-url", backend.url, "--schema", backend.schema]
+    argv = ["run", *where, "--resource", "ops/job", "--type", "migration", "--", "true"]
+    out = subprocess.run(
+        [PY, "-c", RUN_IN_PROCESS, *argv], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [0, []]
+    row = last_sync(store)
+    assert (row.sync_status, row.metadata["operation_type"]) == ("success", "migration")
