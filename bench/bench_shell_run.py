@@ -9,7 +9,11 @@ plus the CPU time of the child (user + system) as a second, less load-sensitive 
 - ``import sync_observability``: the package, as every ``sync-obs`` command imports it;
 - ``import sync_observability.cli``: the CLI with every command group;
 - ``sync-obs run`` on SQLite: a file in a temporary folder, its schema made before the rounds;
-- ``sync-obs run`` on PostgreSQL: a fresh schema on ``--database-url`` (skipped without one).
+- ``sync-obs run`` on PostgreSQL: a fresh schema on ``--database-url`` (skipped without one);
+- with ``--baseline-tree DIR`` (a copy of the package from another commit, ``git archive
+  COMMIT sync_observability | tar -x -C DIR``): ``sync-obs run`` on SQLite from that tree too,
+  both trees started the same way (the installed package's finder set aside, ``DIR`` first
+  on ``sys.path``, then ``runpy`` as ``python -m`` does).
 
 Each ``sync-obs run`` records a sync (two transactions) of its own resource, so the state row
 exists and every round does the same work. A last line lists which heavy modules the CLI has
@@ -35,6 +39,12 @@ import time
 import uuid
 from pathlib import Path
 
+RUN_FROM_TREE = """
+import runpy, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path.insert(0, sys.argv.pop(1))
+runpy.run_module("sync_observability.cli", run_name="__main__", alter_sys=True)
+"""
 HEAVY = ("dagster", "pandas", "matplotlib", "alembic", "numpy", "sqlalchemy", "psycopg2", "rich")
 
 
@@ -54,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--database-url", default=os.environ.get("SYNC_OBS_TEST_POSTGRES_URL"))
+    parser.add_argument("--baseline-tree", type=Path, default=None)
     args = parser.parse_args()
 
     py = sys.executable
@@ -72,6 +83,14 @@ def main() -> None:
             *("--", true),
         ],
     }
+    if args.baseline_tree is not None:
+        here = Path(__file__).resolve().parent.parent
+        for label, tree in (("this tree", here), ("baseline tree", args.baseline_tree)):
+            db = f"sqlite:///{folder / (label.replace(' ', '_') + '.db')}"
+            cases[f"sync-obs run -- true (SQLite, {label})"] = [
+                *(py, "-c", RUN_FROM_TREE, str(tree.resolve()), "run"),
+                *("--database-url", db, "--resource", "bench/true", "--", true),
+            ]
     if args.database_url:
         cases["sync-obs run -- true (PostgreSQL)"] = [
             *run,
