@@ -87,6 +87,9 @@ ORPHANED = "ORPHANED"
 """As alerts/reaping.py's (which loads Dagster): a sync whose process ended without it."""
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Syncs run_tracked is running in this process (threads): never reaped as "process gone".
+_RUNNING: set[str] = set()
+_RUNNING_LOCK = threading.Lock()
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]*@")
 
 
@@ -266,7 +269,7 @@ class _Tail:
     def lines(self, limit: int = STDERR_TAIL_LINES) -> str:
         text = self._data.decode("utf-8", errors="replace")
         lines = text.splitlines()
-        if self._cut and lines:
+        if self._cut and len(lines) > 1:
             lines = lines[1:]  # the first one is cut
         kept = [line.rstrip() for line in lines if line.strip()][-limit:]
         return "\n".join(kept)
@@ -318,7 +321,9 @@ def run_command(
             exit_code=128 + signals.received[0], returncode=None, received=tuple(signals.received)
         )
     try:
-        child = subprocess.Popen(list(argv), stderr=subprocess.PIPE, bufsize=0)
+        # close_fds=False, as a shell: descriptors our caller passed on (a make jobserver, a
+        # flock'd fd 9) reach the command; our own are close-on-exec (PEP 446).
+        child = subprocess.Popen(list(argv), stderr=subprocess.PIPE, bufsize=0, close_fds=False)
     except FileNotFoundError:
         return _not_started(signals, EXIT_NOT_FOUND, f"command not found: {argv[0]}")
     except OSError as e:  # PermissionError, exec format error, a directory, ...
@@ -413,15 +418,17 @@ def run_tracked(
         metadata["operation_type"] = operation_type
     with SignalForwarder(kill_after) as signals:
         tracked = _start(open_store, resource, source_system, target_system, metadata, say)
-        result = run_command(argv, signals=signals, stderr_fd=stderr_fd)
-        if result.start_error is not None and stderr_fd is not None:
-            _write_line(stderr_fd, f"sync-obs run: {result.start_error}")
-        if tracked is not None:
-            store, record = tracked
-            try:
-                _finish(store, record, result, metadata, operation_type, say)
-            finally:
-                store.dispose()
+        try:
+            result = run_command(argv, signals=signals, stderr_fd=stderr_fd)
+            if result.start_error is not None and stderr_fd is not None:
+                _write_line(stderr_fd, f"sync-obs run: {result.start_error}")
+            if tracked is not None:
+                _finish(tracked[0], tracked[1], result, metadata, operation_type, say)
+        finally:
+            if tracked is not None:
+                tracked[0].dispose()
+                with _RUNNING_LOCK:
+                    _RUNNING.discard(tracked[1].sync_id)
     return result.exit_code
 
 
@@ -441,15 +448,23 @@ def _start(
         return None
 
     def start() -> SyncRecord:
-        return store.start_sync(
-            sync_id=str(uuid.uuid4()),
-            resource=resource,
-            started_at=utcnow(),
-            sync_type=SYNC_TYPE,
-            source_system=source_system,
-            target_system=target_system,
-            metadata=metadata,
-        )
+        sync_id = str(uuid.uuid4())
+        with _RUNNING_LOCK:
+            _RUNNING.add(sync_id)  # before another thread can see it running
+        try:
+            return store.start_sync(
+                sync_id=sync_id,
+                resource=resource,
+                started_at=utcnow(),
+                sync_type=SYNC_TYPE,
+                source_system=source_system,
+                target_system=target_system,
+                metadata=metadata,
+            )
+        except BaseException:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(sync_id)
+            raise
 
     try:
         try:
@@ -470,7 +485,9 @@ def _start(
     return store, record
 
 
-def _reap_if_gone(store: SyncStore, refused: SyncAlreadyRunningError, say: Any) -> bool:
+def _reap_if_gone(
+    store: SyncStore, refused: SyncAlreadyRunningError, say: Callable[[str], None]
+) -> bool:
     """Mark failed the sync blocking the start when it is a ``sync-obs run`` on this host whose
     process is gone (killed with SIGKILL, or its end could not be recorded)."""
     if refused.running_sync_id is None:
@@ -480,8 +497,11 @@ def _reap_if_gone(store: SyncStore, refused: SyncAlreadyRunningError, say: Any) 
     if not isinstance(info, dict) or info.get("host") != socket.gethostname():
         return False
     pid = info.get("pid")
-    # Our own pid (a container where every run is pid 1) is a predecessor that is gone.
-    if not isinstance(pid, int) or (pid != os.getpid() and _process_exists(pid)):
+    with _RUNNING_LOCK:
+        ours = refused.running_sync_id in _RUNNING
+    # Our own pid, but not one of our syncs: a predecessor that is gone (in a container,
+    # where every run is pid 1).
+    if ours or not isinstance(pid, int) or (pid != os.getpid() and _process_exists(pid)):
         return False
     reaped = store.reap_sync(
         refused.running_sync_id,

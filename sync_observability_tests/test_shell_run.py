@@ -33,8 +33,11 @@ from sync_observability.shell import (
     COMMAND_NOT_EXECUTABLE,
     COMMAND_NOT_FOUND,
     ORPHANED,
+    STDERR_TAIL_BYTES,
     STDERR_TAIL_LINES,
+    SignalForwarder,
     command_line,
+    run_command,
     run_tracked,
 )
 from sync_observability.storage.operation_store import list_operations
@@ -430,3 +433,40 @@ def test_sync_obs_run_loads_neither_dagster_nor_the_reports(
     assert json.loads(out.strip().splitlines()[-1]) == [0, []]
     row = last_sync(store)
     assert (row.sync_status, row.metadata["operation_type"]) == ("success", "migration")
+
+
+def test_a_descriptor_the_caller_passed_on_reaches_the_command(backend: Backend) -> None:
+    # As a shell does: a make jobserver's pipe, a flock'd fd 9.
+    read, write = os.pipe()
+    try:
+        os.set_inheritable(write, True)
+        code = f"import os; os.write({write}, b'through')"
+        assert tracked(backend, [PY, "-c", code]) == 0
+        assert os.read(read, 100) == b"through"
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_a_signal_before_the_command_starts_keeps_it_from_running(tmp_path: Path) -> None:
+    # SIGTERM while the sync was being started: it is not lost, and nothing is started after it.
+    marker = tmp_path / "ran"
+    with SignalForwarder() as signals:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by the forwarder: recorded
+        result = run_command([PY, "-c", f"open({str(marker)!r}, 'a').close()"], signals=signals)
+    assert (result.exit_code, result.returncode, result.received) == (143, None, (signal.SIGTERM,))
+    assert result.error() == (
+        COMMAND_INTERRUPTED,
+        "sync-obs run received SIGTERM; the command was not started",
+    )
+    assert not marker.exists()
+
+
+def test_the_error_keeps_the_end_of_a_stderr_without_newlines(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # 100 KiB on one line: the tail keeps its last 16 KiB rather than nothing.
+    code = "import sys; sys.stderr.write('x' * 100_000 + 'END'); sys.exit(1)"
+    result = run_command([PY, "-c", code])
+    assert capfd.readouterr().err == "x" * 100_000 + "END"
+    assert result.stderr_tail == "x" * (STDERR_TAIL_BYTES - 3) + "END"
