@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sync_observability.cli import main
@@ -43,7 +44,7 @@ from sync_observability.shell import (
 from sync_observability.storage.operation_store import list_operations
 from sync_observability.storage.records import SyncRecord
 from sync_observability.storage.store import SyncStore
-from sync_observability_tests.conftest import Backend
+from sync_observability_tests.conftest import Backend, own_database
 
 PY = sys.executable
 
@@ -278,7 +279,10 @@ def cli_run(options: list[str], command: list[str]) -> Iterator[subprocess.Popen
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def signalled_run(
@@ -314,7 +318,6 @@ def signalled_run(
     return proc.returncode, err.decode(), row
 
 
-@pytest.mark.slow
 def test_sigterm_is_forwarded_and_the_sync_recorded_failed(backend: Backend) -> None:
     exit_code, err, row = signalled_run(backend, "exit", [signal.SIGTERM])
     assert exit_code == 7  # the command's own exit code, passed through
@@ -328,7 +331,6 @@ def test_sigterm_is_forwarded_and_the_sync_recorded_failed(backend: Backend) -> 
     assert row.metadata["run"]["exit_code"] == 7
 
 
-@pytest.mark.slow
 def test_sigint_is_forwarded_and_a_death_by_it_exits_130(backend: Backend) -> None:
     exit_code, err, row = signalled_run(backend, "default", [signal.SIGINT], reported=0)
     assert exit_code == 128 + signal.SIGINT
@@ -341,7 +343,6 @@ def test_sigint_is_forwarded_and_a_death_by_it_exits_130(backend: Backend) -> No
     assert row.metadata["run"]["signal"] == "SIGINT"
 
 
-@pytest.mark.slow
 def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(backend: Backend) -> None:
     exit_code, _, row = signalled_run(
         backend, "ignore", [signal.SIGTERM], kill_after="0.2", reported=0
@@ -354,7 +355,6 @@ def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(backend: Ba
     assert row.metadata["run"]["signal"] == "SIGKILL"
 
 
-@pytest.mark.slow
 def test_a_second_signal_kills_a_command_ignoring_the_first(backend: Backend) -> None:
     # A grace period the test never waits for: the second SIGTERM kills at once.
     exit_code, _, row = signalled_run(backend, "ignore", [signal.SIGTERM, signal.SIGTERM])
@@ -376,7 +376,6 @@ with SignalForwarder() as forwarder:
 """
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("with_terminal", [True, False])
 def test_sigint_is_not_forwarded_when_the_terminal_sends_it_to_the_command(
     with_terminal: bool,
@@ -470,3 +469,49 @@ def test_the_error_keeps_the_end_of_a_stderr_without_newlines(
     result = run_command([PY, "-c", code])
     assert capfd.readouterr().err == "x" * 100_000 + "END"
     assert result.stderr_tail == "x" * (STDERR_TAIL_BYTES - 3) + "END"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_an_end_that_cannot_be_recorded_is_reaped_by_the_next_run(
+    postgres_database_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The database refuses connections while the command runs: the command's exit code still
+    # passes through; the sync stays running until the next run of it on this host.
+    with own_database(postgres_database_url, "sync_obs_run_end") as url:
+        name = sa.make_url(url).database
+        admin = sa.create_engine(postgres_database_url, isolation_level="AUTOCOMMIT")
+        backend = Backend("postgresql", url)
+        store = backend.store()
+        store.dispose()  # no connection of ours stays open
+        options = ["--database-url", url, "--storage-timeout", "1", "--resource", "ops/job"]
+        code = "import sys; print('ready', flush=True); sys.stdin.read(); sys.exit(3)"
+        try:
+            with cli_run(options, [PY, "-c", code]) as proc:
+                assert proc.stdout is not None and proc.stdin is not None
+                assert proc.stdout.readline() == b"ready\n"
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+                proc.stdin.close()  # the command ends (exit 3), and its end is refused
+                proc.wait(timeout=120)
+                assert proc.stderr is not None
+                err = proc.stderr.read().decode()
+            assert proc.returncode == 3
+            assert err.startswith("sync-obs run: warning: the end of sync ")
+            assert "the next sync-obs run of it on this host marks it failed" in err
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            admin.dispose()
+        [left] = store.list_history(resource="ops/job")
+        assert left.sync_status == "running"
+        assert left.metadata["run"]["pid"] == proc.pid
+        capfd.readouterr()
+        assert tracked(backend, [PY, "-c", "pass"]) == 0
+        assert (
+            f"marked sync {left.sync_id} of 'ops/job' failed ({ORPHANED})" in capfd.readouterr().err
+        )
+        reaped = store.get_sync(left.sync_id)
+        assert reaped is not None and reaped.sync_status == "failed"
+        assert last_sync(store).sync_status == "success"
+        store.dispose()
