@@ -10,10 +10,10 @@ plus the CPU time of the child (user + system) as a second, less load-sensitive 
 - ``import sync_observability.cli``: the CLI with every command group;
 - ``sync-obs run`` on SQLite: a file in a temporary folder, its schema made before the rounds;
 - ``sync-obs run`` on PostgreSQL: a fresh schema on ``--database-url`` (skipped without one);
-- with ``--baseline-tree DIR`` (a copy of the package from another commit, ``git archive
-  COMMIT sync_observability | tar -x -C DIR``): ``sync-obs run`` on SQLite from that tree too,
-  both trees started the same way (the installed package's finder set aside, ``DIR`` first
-  on ``sys.path``, then ``runpy`` as ``python -m`` does).
+- with ``--baseline-tree LABEL=DIR`` (repeatable; a copy of the package from another commit,
+  ``git archive COMMIT sync_observability | tar -x -C DIR``): ``sync-obs run`` on SQLite from
+  that tree and from this one, all started the same way (the installed package's finder set
+  aside, the tree first on ``sys.path``, then ``runpy`` as ``python -m`` does).
 
 Each ``sync-obs run`` records a sync (two transactions) of its own resource, so the state row
 exists and every round does the same work. A last line lists which heavy modules the CLI has
@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--database-url", default=os.environ.get("SYNC_OBS_TEST_POSTGRES_URL"))
-    parser.add_argument("--baseline-tree", type=Path, default=None)
+    parser.add_argument("--baseline-tree", action="append", default=[], metavar="LABEL=DIR")
     args = parser.parse_args()
 
     py = sys.executable
@@ -83,10 +83,13 @@ def main() -> None:
             *("--", true),
         ],
     }
-    if args.baseline_tree is not None:
-        here = Path(__file__).resolve().parent.parent
-        for label, tree in (("this tree", here), ("baseline tree", args.baseline_tree)):
-            db = f"sqlite:///{folder / (label.replace(' ', '_') + '.db')}"
+    if args.baseline_tree:
+        trees = [("this tree", Path(__file__).resolve().parent.parent)]
+        for given in args.baseline_tree:
+            label, _, tree = given.partition("=")
+            trees.append((label, Path(tree)))
+        for i, (label, tree) in enumerate(trees):
+            db = f"sqlite:///{folder / f'tree{i}.db'}"
             cases[f"sync-obs run -- true (SQLite, {label})"] = [
                 *(py, "-c", RUN_FROM_TREE, str(tree.resolve()), "run"),
                 *("--database-url", db, "--resource", "bench/true", "--", true),
