@@ -515,3 +515,24 @@ def test_an_end_that_cannot_be_recorded_is_reaped_by_the_next_run(
         assert reaped is not None and reaped.sync_status == "failed"
         assert last_sync(store).sync_status == "success"
         store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--resource", "", "--", "true"], "'--resource': must not be empty"),
+        (["--resource", "x" * 300, "--", "true"], "'--resource'"),
+        (["--resource", "r", "--type", "backup", "--", "true"], "'--type': 'backup' is not one of"),
+        (["--resource", "r", "--kill-after", "0", "--", "true"], "'--kill-after'"),
+        (["--resource", "r"], "Missing argument 'COMMAND...'"),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option_and_run_nothing(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    db = tmp_path / "sync.db"
+    result = CliRunner().invoke(main, ["run", "--database-url", f"sqlite:///{db}", *args])
+    assert result.exit_code == 2
+    [error] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert named in error
+    assert not db.exists()  # refused before the database was touched
