@@ -273,6 +273,7 @@ def test_every_command_and_subcommand_answers_help() -> None:
         "partition",
         "roles",
         "demo",
+        "run",
     }
     assert {("watermark", "set"), ("partition", "enable"), ("roles", "restrict")} <= set(paths)
     for path in paths:

@@ -9,8 +9,9 @@ file that does not exist instead of creating it.
 
 Layout: :mod:`.options` (what commands take) and :mod:`.output` (how they print) are shared;
 :mod:`.migrate`, :mod:`.sync` (status, history), :mod:`.alerts`, :mod:`.archive`,
-:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles` and :mod:`.demo` hold one
-command group each. Dagster, pandas and Alembic are imported inside the commands that use them.
+:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles`, :mod:`.demo` and :mod:`.run`
+hold one command group each, imported when its command runs (:data:`COMMANDS`); Dagster, pandas
+and Alembic are imported inside the commands that use them.
 
 Examples:
     .. code-block:: console
@@ -22,27 +23,45 @@ Examples:
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import click
 
-# Modules, not their commands: `from .report import report` would hide the module `cli.report`
-# behind the function of the same name.
-from sync_observability.cli import (
-    alerts,
-    archive,
-    demo,
-    migrate,
-    partition,
-    report,
-    roles,
-    sync,
-    watermark,
-)
 from sync_observability.cli.options import OneLineErrorsGroup
 
+# Each command's module loads when the command runs (or --help lists them all): `sync-obs run`
+# does not pay for Dagster, pandas or the retention job (bench/bench_shell_run.py).
+COMMANDS = {
+    "migrate": "sync_observability.cli.migrate:migrate",
+    "status": "sync_observability.cli.sync:status",
+    "history": "sync_observability.cli.sync:history",
+    "alerts": "sync_observability.cli.alerts:alerts",
+    "archive": "sync_observability.cli.archive:archive",
+    "report": "sync_observability.cli.report:report",
+    "watermark": "sync_observability.cli.watermark:watermark",
+    "partition": "sync_observability.cli.partition:partition",
+    "roles": "sync_observability.cli.roles:roles",
+    "demo": "sync_observability.cli.demo:demo",
+    "run": "sync_observability.cli.run:run",
+}
+"""``sync-obs`` command name -> ``module:attribute`` of its click command."""
 
-@click.group(cls=OneLineErrorsGroup)
+
+class LazyCommandsGroup(OneLineErrorsGroup):
+    """A group whose commands (:data:`COMMANDS`) are imported when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            module, attribute = COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyCommandsGroup)
 @click.option(
     "-v", "--verbose", is_flag=True, help="Also show retries of transient database errors."
 )
@@ -57,15 +76,4 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.call_on_close(lambda: logger.setLevel(previous))
 
 
-main.add_command(migrate.migrate)
-main.add_command(sync.status)
-main.add_command(sync.history)
-main.add_command(alerts.alerts)
-main.add_command(archive.archive)
-main.add_command(report.report)
-main.add_command(watermark.watermark)
-main.add_command(partition.partition)
-main.add_command(roles.roles)
-main.add_command(demo.demo)
-
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
