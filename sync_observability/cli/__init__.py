@@ -9,8 +9,9 @@ file that does not exist instead of creating it.
 
 Layout: :mod:`.options` (what commands take) and :mod:`.output` (how they print) are shared;
 :mod:`.migrate`, :mod:`.sync` (status, history), :mod:`.alerts`, :mod:`.archive`,
-:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles` and :mod:`.demo` hold one
-command group each. Dagster, pandas and Alembic are imported inside the commands that use them.
+:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles`, :mod:`.demo` and
+:mod:`.metrics` hold one command group each. Dagster, pandas, Alembic and prometheus_client are
+imported inside the commands that use them.
 
 Examples:
     .. code-block:: console
@@ -32,6 +33,7 @@ from sync_observability.cli import (
     alerts,
     archive,
     demo,
+    metrics,
     migrate,
     partition,
     report,
@@ -67,5 +69,6 @@ main.add_command(watermark.watermark)
 main.add_command(partition.partition)
 main.add_command(roles.roles)
 main.add_command(demo.demo)
+main.add_command(metrics.metrics)
 
 __all__ = ["main"]
