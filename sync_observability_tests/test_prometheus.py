@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import prometheus_client
 import pytest
 from click.testing import CliRunner
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_exposition
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
@@ -35,6 +37,7 @@ from sync_observability.prometheus import (
     MetricsApp,
     make_metrics_app,
     scrape_budget,
+    without_name_escaping,
 )
 from sync_observability_tests import known_history as known
 from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
@@ -271,3 +274,48 @@ def test_the_cli_loads_prometheus_client_only_to_serve() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "False"
+
+
+PROMETHEUS_2_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+def test_openmetrics_names_are_not_escaped_character_by_character() -> None:
+    assert without_name_escaping(PROMETHEUS_2_ACCEPT) == (
+        "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8,"
+        "application/openmetrics-text;version=0.0.1;q=0.75;escaping=allow-utf-8,"
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    chosen = "application/openmetrics-text;version=1.0.0;escaping=underscores"
+    assert without_name_escaping(chosen) == chosen
+    assert without_name_escaping("text/plain") == "text/plain"
+
+
+def test_what_prometheus_2_gets_is_the_default_escaping_byte_for_byte(tmp_path: Any) -> None:
+    # Skipping the name escaping changes nothing because every name is a legacy one.
+    url = f"sqlite:///{tmp_path / 'sync.db'}"
+    assert CliRunner().invoke(main, ["migrate", "--database-url", url]).exit_code == 0
+    now = utcnow().replace(microsecond=0)
+    app = make_metrics_app(database_url=url, now=lambda: now)
+    try:
+        known.write_known_history(app.store, now)
+        with serving(app) as base:
+            content_type, served = scrape(base, accept=PROMETHEUS_2_ACCEPT)
+        reference = openmetrics_exposition(app.registry).decode()
+    finally:
+        app.close()
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+
+    def timeless(text: str) -> list[str]:
+        return [line for line in text.splitlines() if "scrape_duration_seconds " not in line]
+
+    assert timeless(served) == timeless(reference)
+    legacy = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    families = list(parse_openmetrics(served))
+    assert len(families) == 10
+    for family in families:
+        assert legacy.match(family.name), family.name
+        for sample in family.samples:
+            assert all(legacy.match(label) for label in sample.labels), sample
