@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
 import logging
 import re
 import socket
@@ -69,14 +70,22 @@ def serving(app: MetricsApp) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def scrape(base: str, accept: str | None = None, **headers: str) -> tuple[str, str]:
-    """GET /metrics: (content type, body)."""
+def scrape(
+    base: str, accept: str | None = None, gzipped: bool = False, **headers: str
+) -> tuple[str, str]:
+    """GET /metrics: (content type, body); ``gzipped``: ask for gzip, and check it came so."""
     request = urllib.request.Request(f"{base}/metrics", headers=headers)
     if accept:
         request.add_header("Accept", accept)
+    if gzipped:
+        request.add_header("Accept-Encoding", "gzip")
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 200
-        return response.headers["Content-Type"], response.read().decode()
+        assert response.headers.get("Content-Encoding") == ("gzip" if gzipped else None)
+        body = response.read()
+        return response.headers["Content-Type"], (
+            gzip.decompress(body) if gzipped else body
+        ).decode()
 
 
 def samples(text: str, openmetrics: bool = False) -> dict[tuple[str, frozenset], float]:
@@ -302,7 +311,7 @@ def test_what_prometheus_2_gets_is_the_default_escaping_byte_for_byte(tmp_path: 
     try:
         known.write_known_history(app.store, now)
         with serving(app) as base:
-            content_type, served = scrape(base, accept=PROMETHEUS_2_ACCEPT)
+            content_type, served = scrape(base, accept=PROMETHEUS_2_ACCEPT, gzipped=True)
         reference = openmetrics_exposition(app.registry).decode()
     finally:
         app.close()
