@@ -5,7 +5,7 @@ A custom collector reads ``sync_state`` and ``sync_alerts`` at scrape time
 (:mod:`sync_observability.storage.monitoring`) into its own registry (nothing is added to
 prometheus_client's global one), through one store and its connection pool for the app's life.
 The text format is Prometheus' 0.0.4, or OpenMetrics 1.0 when the scraper asks for it (as
-Prometheus does), negotiated by prometheus_client.
+Prometheus does), negotiated by prometheus_client; gzip when the scraper accepts it.
 
 A scrape never hangs on the database: it is bounded by the store's time budget
 (``storage_timeout_seconds``), and by the scrape timeout Prometheus announces in its
@@ -17,9 +17,9 @@ Metrics (every one a gauge; ``resource`` is ``sync_state.resource``):
 
 ========================================================  ======================================
 ``sync_observability_up``                                 1 when the scrape read the tables
-``sync_observability_last_sync_status{resource,status}``  1 for the resource's status, 0 for the
-                                                          other three (never_run, running,
-                                                          success, failed)
+``sync_observability_last_sync_status{resource,status}``  1, one series per resource: its
+                                                          status (never_run, running,
+                                                          success, failed) as the label
 ``sync_observability_seconds_since_last_success``         absent until a first success
 ``sync_observability_consecutive_failures``
 ``sync_observability_last_duration_seconds``              absent while a sync runs
