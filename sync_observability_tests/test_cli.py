@@ -274,8 +274,14 @@ def test_every_command_and_subcommand_answers_help() -> None:
         "roles",
         "demo",
         "run",
+        "metrics",
     }
-    assert {("watermark", "set"), ("partition", "enable"), ("roles", "restrict")} <= set(paths)
+    assert {
+        ("watermark", "set"),
+        ("partition", "enable"),
+        ("roles", "restrict"),
+        ("metrics", "serve"),
+    } <= set(paths)
     for path in paths:
         result = CliRunner().invoke(main, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output, result.exception)

@@ -16,7 +16,15 @@ import pytest
 
 from sync_observability.storage import constants, schema
 
-HEAVY = ("pandas", "matplotlib", "alembic", "numpy", "sqlalchemy", "psycopg2")
+HEAVY = (
+    "pandas",
+    "matplotlib",
+    "alembic",
+    "numpy",
+    "sqlalchemy",
+    "psycopg2",
+    "prometheus_client",
+)
 
 
 def _loaded_after(code: str) -> list[str]:

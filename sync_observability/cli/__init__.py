@@ -9,9 +9,9 @@ file that does not exist instead of creating it.
 
 Layout: :mod:`.options` (what commands take) and :mod:`.output` (how they print) are shared;
 :mod:`.migrate`, :mod:`.sync` (status, history), :mod:`.alerts`, :mod:`.archive`,
-:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles`, :mod:`.demo` and :mod:`.run`
-hold one command group each, imported when its command runs (:data:`COMMANDS`); Dagster, pandas
-and Alembic are imported inside the commands that use them.
+:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles`, :mod:`.demo`, :mod:`.run` and
+:mod:`.metrics` hold one command group each, imported when its command runs (:data:`COMMANDS`);
+Dagster, pandas, Alembic and prometheus_client are imported inside the commands that use them.
 
 Examples:
     .. code-block:: console
@@ -44,6 +44,7 @@ COMMANDS = {
     "roles": "sync_observability.cli.roles:roles",
     "demo": "sync_observability.cli.demo:demo",
     "run": "sync_observability.cli.run:run",
+    "metrics": "sync_observability.cli.metrics:metrics",
 }
 """``sync-obs`` command name -> ``module:attribute`` of its click command."""
 
