@@ -76,7 +76,7 @@ def history_row(number: int, start: dt.datetime, resource: str = "vantage/accoun
 def operation_row(number: int, when: dt.datetime, sync_id: str) -> dict:
     return {
         "event_id": number,
-        "category": "error",
+        "category": "data_quality_error",
         "resource": "vantage/accounts",
         "sync_id": sync_id,
         "entity_key": f"AAPL|{number}",
