@@ -31,6 +31,9 @@ from rich.table import Table
 from sync_observability.cli.options import OneLineErrorsCommand
 from sync_observability.cli.output import make_console, when
 
+# A table is for reading: as DuckDB's own shell does, show the first rows and say how many more
+# there are. Rendering thousands of rows with rich would also take seconds.
+MAX_TABLE_ROWS = 100
 COLD_URL_HELP = (
     "The cold root: a local folder or an fsspec URL (s3://bucket/prefix, gs://, az://). "
     "S3 credentials and endpoint come from the usual environment (AWS_ACCESS_KEY_ID, "
@@ -50,7 +53,14 @@ COLD_URL_HELP = (
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
-def query(sql: str, cold_url: str | None, as_json: bool, as_csv: bool) -> None:
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=0),
+    default=MAX_TABLE_ROWS,
+    show_default=True,
+    help="Rows the table shows at most (0: all); --json and --csv print every row.",
+)
+def query(sql: str, cold_url: str | None, as_json: bool, as_csv: bool, max_rows: int) -> None:
     """Run SQL (DuckDB) over the cold archive's views sync_history_cold and operation_log_cold.
 
     Only the files listed in the root's _manifest.json are read; the files a query used are
@@ -71,7 +81,7 @@ def query(sql: str, cold_url: str | None, as_json: bool, as_csv: bool) -> None:
     elif as_csv:
         _write_csv(result.columns, result.rows)
     else:
-        _print_table(result.columns, result.rows, result.url)
+        _print_table(result.columns, result.rows, result.url, max_rows)
 
 
 def _name_files(url: str, files: Sequence[str], has_manifest: bool) -> None:
@@ -135,21 +145,29 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _print_table(columns: Sequence[str], rows: Sequence[tuple[Any, ...]], url: str) -> None:
+def _print_table(
+    columns: Sequence[str], rows: Sequence[tuple[Any, ...]], url: str, max_rows: int
+) -> None:
     console = make_console()
     if not columns:
         console.print("The statement returned no result.")
         return
     # Above the table, not its title: a narrow result would wrap a title letter by letter.
     console.print(f"Cold archive query, {len(rows):,} row{'s' if len(rows) != 1 else ''} ({url})")
+    shown = rows if max_rows == 0 else rows[:max_rows]
     table = Table(box=box.SIMPLE_HEAD)
     for index, name in enumerate(columns):
         numeric = any(
             isinstance(row[index], int | float | decimal.Decimal)
             and not isinstance(row[index], bool)
-            for row in rows
+            for row in shown
         )
         table.add_column(name, justify="right" if numeric else "left")
-    for row in rows:
+    for row in shown:
         table.add_row(*(_cell(value) for value in row))
     console.print(table)
+    if len(shown) < len(rows):
+        console.print(
+            f"{len(rows) - len(shown):,} more rows not shown: --max-rows 0 shows them all, "
+            "--json or --csv print them for a program"
+        )

@@ -276,6 +276,17 @@ def test_query_prints_a_table_by_default(cold: dict) -> None:
     assert line.split() == ["vantage/accounts", "12", "2024-03-06", "10:30:03"]
 
 
+def test_the_table_shows_the_first_rows_and_says_how_many_more(cold: dict) -> None:
+    sql = "SELECT sync_id FROM sync_history_cold ORDER BY sync_id"
+    ids = sorted(r["sync_id"] for r in every_history_row(cold))
+    cut = ok(cold_query(sql, "--from", cold["url"], "--max-rows", "5"))
+    assert [i for i in ids if i in cut.stdout] == ids[:5]
+    assert "7 more rows not shown: --max-rows 0 shows them all" in cut.stdout
+    every = ok(cold_query(sql, "--from", cold["url"], "--max-rows", "0"))
+    assert [i for i in ids if i in every.stdout] == ids
+    assert "not shown" not in every.stdout
+
+
 def test_an_empty_root_has_empty_views_with_the_right_columns(tmp_path: Path) -> None:
     url = str(tmp_path / "nothing-yet")
     for table, view in (
