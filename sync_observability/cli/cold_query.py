@@ -74,7 +74,7 @@ def query(sql: str, cold_url: str | None, as_json: bool, as_csv: bool, max_rows:
     if not cold_url or not cold_url.strip():
         raise click.UsageError("no cold archive: give --from URL or set SYNC_OBS_COLD_URL")
     result = run_query(cold_url, sql)
-    _name_files(result.url, result.files, result.has_manifest)
+    name_files(result.url, result.files, result.has_manifest)
     if as_json:
         objects = _objects(result.columns, result.rows)
         click.echo(json.dumps(objects, default=_json_value, indent=2, ensure_ascii=False))
@@ -84,7 +84,8 @@ def query(sql: str, cold_url: str | None, as_json: bool, as_csv: bool, max_rows:
         _print_table(result.columns, result.rows, result.url, max_rows)
 
 
-def _name_files(url: str, files: Sequence[str], has_manifest: bool) -> None:
+def name_files(url: str, files: Sequence[str], has_manifest: bool) -> None:
+    """Name the cold files a read used, on stderr (stdout stays machine-readable)."""
     if not has_manifest:
         click.echo(f"cold archive {url} has no manifest yet: no cold data", err=True)
         return

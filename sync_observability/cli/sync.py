@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sync_observability.cli.cold_query import name_files
 from sync_observability.cli.options import (
     ROW_LIMIT,
     SINCE_HELP,
@@ -164,7 +165,7 @@ def history(
 
     source = ColdSource.open(cold_url)
     table, files = read_history(source, resource=resource, status=status, since=since, limit=limit)
-    _name_cold_files(source.url, files)
+    name_files(source.url, files, source.has_manifest)
     rows = merge_tiers(
         {
             "hot": [dataclasses.asdict(record) for record in records],
@@ -250,12 +251,6 @@ def _cold_rows(table: Any) -> list[dict[str, Any]]:
 def _record(row: dict[str, Any]) -> SyncRecord:
     fields = {field.name for field in dataclasses.fields(SyncRecord)}
     return SyncRecord(**{name: value for name, value in row.items() if name in fields})
-
-
-def _name_cold_files(url: str, files: list[str]) -> None:
-    click.echo(f"read {len(files)} cold file(s) under {url}", err=True)
-    for name in files:
-        click.echo(f"  {name}", err=True)
 
 
 def _print_history(

@@ -588,6 +588,15 @@ def test_history_include_cold_needs_a_cold_url(backend: Backend) -> None:
     assert "--include-cold needs --cold-url URL or SYNC_OBS_COLD_URL" in result.stderr
 
 
+def test_history_include_cold_of_an_empty_root_is_the_database(
+    backend: Backend, tmp_path: Path
+) -> None:
+    insert_archive(backend, [history_row(700, at(2024, 9, 1))])
+    result = ok(history(backend, "--include-cold", "--cold-url", str(tmp_path), "--json"))
+    assert [r["tier"] for r in json.loads(result.stdout)] == ["archive"]
+    assert f"cold archive {tmp_path} has no manifest yet: no cold data" in result.stderr
+
+
 def test_history_without_include_cold_is_unchanged(backend: Backend, cold: dict) -> None:
     insert_archive(backend, [history_row(700, at(2024, 9, 1))])
     result = ok(history(backend, "--json"))
