@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sync_observability.cli import cold_query
 from sync_observability.cli.options import (
     DAYS,
     ROW_COUNT,
@@ -230,6 +231,8 @@ def export(
         console.print(f"{result.message} in {result.duration_ms / 1000:.1f}s")
     ctx.exit(EXIT_SKIPPED if result.skipped else EXIT_FINISHED)
 
+
+archive.add_command(cold_query.query)
 
 _EXPORT_OPTIONS = {
     "url": "'--to'",
