@@ -10,7 +10,8 @@ time and id): a rerun of the same batch gets the same name and replaces the file
 
 Each batch, in this order:
 
-1. **fetch** the rows (a read-only transaction);
+1. **fetch** the rows (a read-only transaction; on PostgreSQL ``COPY (SELECT ...) TO STDOUT`` as
+   CSV parsed by Arrow, so a batch costs its bytes rather than a Python object per value);
 2. **upload** the Parquet bytes. Locally to a temporary sibling ``.{name}.parquet.tmp``, fsynced
    and moved into place with ``os.replace``. On object stores straight to the final key: an
    object appears only when its single PUT or its multipart upload *completes*, so the key never
@@ -48,7 +49,8 @@ window: first their entries from the manifest (moved into place), then the month
 between the two leaves unlisted files that readers ignore and the next purge removes.
 
 Runs hold retention's lock (PostgreSQL), so an export never races a retention run or another
-export.
+export. The crash tests stop the process at the named instants of :data:`CHECKPOINTS` through
+the ``SYNC_OBS_COLD_KILL_AT`` environment variable (a no-op when unset).
 """
 
 from __future__ import annotations
