@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from sync_observability.cli import main
-from sync_observability.cli.cold_query import query
 from sync_observability.cli.sync import merge_tiers
 from sync_observability.cold import layout
 from sync_observability.reports import cold_history
@@ -141,7 +140,10 @@ def cold(tmp_path: Path) -> Iterator[dict]:
 
 
 def cold_query(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(query, list(args), env={"SYNC_OBS_COLD_URL": None, **(env or {})})
+    """``sync-obs archive query ARGS`` in-process."""
+    return CliRunner().invoke(
+        main, ["archive", "query", *args], env={"SYNC_OBS_COLD_URL": None, **(env or {})}
+    )
 
 
 def ok(result: Result) -> Result:

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from sync_observability.cli import main
-from sync_observability.cli.cold_query import query
 from sync_observability.cold import layout
 from sync_observability.cold.export import ColdPolicy, export_cold
 from sync_observability.reports import cold_history
@@ -86,13 +85,29 @@ def test_archived_rows_come_back_from_the_cold_tier_with_every_value(
 
     # sync-obs archive query
     result = run(
-        query, ["SELECT * FROM sync_history_cold ORDER BY sync_id", "--from", cold_url, "--json"]
+        main,
+        [
+            "archive",
+            "query",
+            "SELECT * FROM sync_history_cold ORDER BY sync_id",
+            "--from",
+            cold_url,
+            "--json",
+        ],
     )
     got = [{c: as_database_value(c, v) for c, v in r.items()} for r in json.loads(result.stdout)]
     assert got == by_id
     assert sorted(line.strip() for line in result.stderr.splitlines()[1:]) == files
     result = run(
-        query, ["SELECT * FROM operation_log_cold ORDER BY event_id", "--from", cold_url, "--json"]
+        main,
+        [
+            "archive",
+            "query",
+            "SELECT * FROM operation_log_cold ORDER BY event_id",
+            "--from",
+            cold_url,
+            "--json",
+        ],
     )
     got = [{c: as_database_value(c, v) for c, v in r.items()} for r in json.loads(result.stdout)]
     assert got == events
@@ -136,7 +151,9 @@ def test_credentials_never_appear_in_what_a_read_prints(s3_root: str) -> None:
     outputs = []
     for args in (["SELECT count(*) AS n FROM sync_history_cold", "--json"], ["SELEC 1"]):
         outputs.append(
-            CliRunner().invoke(query, [*args, "--from", url], env={"SYNC_OBS_COLD_URL": None})
+            CliRunner().invoke(
+                main, ["archive", "query", *args, "--from", url], env={"SYNC_OBS_COLD_URL": None}
+            )
         )
     empty, bad = outputs
     assert (empty.exit_code, json.loads(empty.stdout)) == (0, [{"n": 0}])
