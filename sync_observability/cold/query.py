@@ -32,7 +32,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sync_observability.cold import layout
-from sync_observability.errors import ConfigurationError, InvalidInputError, StorageError
+from sync_observability.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    StorageError,
+    SyncObservabilityError,
+)
 from sync_observability.validation import check_aware
 
 if TYPE_CHECKING:
@@ -78,7 +83,10 @@ class ColdSource:
         try:
             has_manifest = (root / layout.MANIFEST_NAME).exists()
             entries = tuple(layout.read_manifest(root)) if has_manifest else ()
-        except OSError as error:
+        except SyncObservabilityError:
+            raise
+        except Exception as error:  # whatever the filesystem raises: OSError, botocore's, ...
+            # The first request to the root: no credentials, no bucket, no network end here.
             raise StorageError(
                 f"cannot read the cold manifest under {layout.display_url(str(root))}: "
                 f"{type(error).__name__}: {error}"

@@ -162,3 +162,30 @@ def test_credentials_never_appear_in_what_a_read_prints(s3_root: str) -> None:
     for out in outputs:
         assert os.environ["AWS_SECRET_ACCESS_KEY"] not in out.output
         assert os.environ["AWS_ACCESS_KEY_ID"] not in out.output
+
+
+def test_missing_s3_credentials_are_one_line(
+    s3_root: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import s3fs
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    # No profile files, and never the instance-metadata address (off loopback).
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()  # filesystems made with the credentials
+    try:
+        out = CliRunner().invoke(
+            main,
+            ["archive", "query", "SELECT 1", "--from", s3_root],
+            env={"SYNC_OBS_COLD_URL": None},
+        )
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert out.exit_code == 1
+    assert out.stderr == (
+        f"Error: cannot read the cold manifest under {s3_root}: NoCredentialsError: "
+        "Unable to locate credentials\n"
+    )
