@@ -369,7 +369,8 @@ class _Batch:
     data: pa.Table
     year: int
     month: int
-    ids: list[Any]
+    first_id: Any
+    last_id: Any
     first_time: dt.datetime
     last_time: dt.datetime
 
@@ -380,7 +381,12 @@ class _Batch:
     @property
     def after(self) -> tuple[dt.datetime, Any]:
         """The keyset position of its last row."""
-        return self.last_time, self.ids[-1]
+        return self.last_time, self.last_id
+
+    @property
+    def ids(self) -> pa.ChunkedArray:
+        """The ids, in order (an Arrow column: compared with the file's without Python objects)."""
+        return self.data.column(layout.ID_COLUMNS[self.table])
 
 
 class _Exporter:
@@ -439,6 +445,16 @@ class _Exporter:
                 query = query.where(
                     time_col >= after[0], sa.tuple_(time_col, id_col) > sa.tuple_(*after)
                 )
+            # The next row's month bounds the batch, so that no batch reads rows past the
+            # month's end only to drop them (one index probe).
+            probe = query.with_only_columns(time_col).order_by(time_col, id_col).limit(1)
+            following = self.store.db.read(
+                lambda conn: conn.execute(probe).scalar(), "find the next cold month"
+            )
+            if following is None:
+                return None
+            following = following.astimezone(dt.timezone.utc)
+            query = query.where(time_col < _month_end(following.year, following.month))
             query = query.order_by(time_col, id_col)
         else:
             if after is not None:
@@ -490,6 +506,41 @@ class _Exporter:
 
         return self.store.db.write(tx, f"delete exported rows of {t.name}")
 
+    def delete_batch(self, batch: _Batch, before: dt.datetime) -> None:
+        """Delete the batch's rows in one transaction, as the keyset range from its first row to
+        its last under the fetch's own conditions (one index range, not a probe per id).
+
+        Under the run's lock nothing else changes these rows, so the range holds exactly the
+        batch; should the count differ all the same, the transaction rolls back and the run stops
+        with the rows still in the database (and in a listed file: the next run finishes them).
+        """
+        sa = self._sa
+        table = batch.table
+        t = self.tables[table]
+        time_col, id_col = t.c[layout.TIME_COLUMNS[table]], t.c[layout.ID_COLUMNS[table]]
+        conditions = self._old(table, before)
+        if table == layout.HISTORY_TABLE:
+            first, last = (batch.first_time, batch.first_id), batch.after
+            conditions += [
+                time_col >= first[0],
+                time_col <= last[0],
+                sa.tuple_(time_col, id_col) >= sa.tuple_(*first),
+                sa.tuple_(time_col, id_col) <= sa.tuple_(*last),
+            ]
+        else:
+            conditions += [id_col >= batch.first_id, id_col <= batch.last_id]
+
+        def tx(conn: sa.Connection) -> None:
+            deleted = conn.execute(sa.delete(t).where(*conditions)).rowcount
+            if deleted != batch.rows:
+                raise StorageError(
+                    f"deleting the exported rows of {t.name} from {batch.first_id!r} to "
+                    f"{batch.last_id!r} would delete {deleted} rows, not the {batch.rows} "
+                    "written; rolled back (did another process change the table?)"
+                )
+
+        self.store.db.write(tx, f"delete exported rows of {t.name}")
+
     # -- files -------------------------------------------------------------------------------
 
     def export(
@@ -509,7 +560,7 @@ class _Exporter:
             entries = [e for e in entries if e.path != entry.path] + [entry]
             layout.write_manifest(self.root, entries)
             _checkpoint("manifest")
-            self.delete(table, batch.ids)
+            self.delete_batch(batch, before)
             _checkpoint("deleted")
             rows += batch.rows
             files += 1
@@ -521,7 +572,7 @@ class _Exporter:
     def write(self, batch: _Batch) -> layout.ManifestEntry:
         """Upload the batch as one Parquet file, read it back and verify it; its manifest entry."""
         body = _parquet_bytes(batch.data)
-        first_id, last_id = batch.ids[0], batch.ids[-1]
+        first_id, last_id = batch.first_id, batch.last_id
         first_time = batch.first_time
         name = f"{first_time:%Y%m%dT%H%M%S%fZ}-{_safe(first_id)}"
         relative = layout.relative_path(batch.table, batch.year, batch.month, name)
@@ -664,9 +715,8 @@ def _read_copy(conn: sa.Connection, query: sa.Select[Any], table: str) -> pa.Tab
     schema = layout.arrow_schema(table)
     stamps = {f.name for f in schema if pa.types.is_timestamp(f.type)}
     types = {f.name: pa.int64() if f.name in stamps else f.type for f in schema}
-    buffer.seek(0)
     data = csv.read_csv(
-        buffer,
+        pa.BufferReader(pa.py_buffer(buffer.getbuffer())),
         read_options=csv.ReadOptions(column_names=schema.names, block_size=1 << 26),
         parse_options=csv.ParseOptions(newlines_in_values=True),
         convert_options=csv.ConvertOptions(
@@ -678,13 +728,14 @@ def _read_copy(conn: sa.Connection, query: sa.Select[Any], table: str) -> pa.Tab
             false_values=["f"],
         ),
     )
-    return pa.Table.from_arrays(
+    data = pa.Table.from_arrays(
         [
             pc.cast(data.column(f.name), f.type) if f.name in stamps else data.column(f.name)
             for f in schema
         ],
         schema=schema,
     )
+    return data
 
 
 def _one_month(table: str, data: pa.Table) -> _Batch:
@@ -706,7 +757,8 @@ def _one_month(table: str, data: pa.Table) -> _Batch:
         data=data,
         year=first.year,
         month=first.month,
-        ids=data.column(layout.ID_COLUMNS[table]).to_pylist(),
+        first_id=data.column(layout.ID_COLUMNS[table])[0].as_py(),
+        last_id=data.column(layout.ID_COLUMNS[table])[-1].as_py(),
         first_time=first,
         last_time=times[-1].as_py().astimezone(dt.timezone.utc),
     )
@@ -740,13 +792,15 @@ def _verify(
     target: UPath,
     table: str,
     sha256: str,
-    ids: Sequence[Any] | None,
+    ids: pa.ChunkedArray | None,
     *,
     rows: int | None = None,
 ) -> list[Any]:
-    """Read ``target`` back and check its digest, schema, and rows (``ids``, or a count);
-    the ids it holds. :class:`StorageError` on any difference."""
+    """Read ``target`` back and check its digest, schema and rows: the same ``ids`` in the same
+    order, or (``ids`` None, a file listed earlier) ``rows`` distinct ids. The ids it holds.
+    :class:`StorageError` on any difference."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     where = layout.display_url(str(target))
@@ -760,15 +814,19 @@ def _verify(
         parquet = pq.ParquetFile(pa.BufferReader(body))
         if not parquet.schema_arrow.equals(layout.arrow_schema(table)):
             raise StorageError(f"cold file {where}: schema differs from {table}'s")
-        found = parquet.read(columns=[layout.ID_COLUMNS[table]]).column(0).to_pylist()
+        found = parquet.read(columns=[layout.ID_COLUMNS[table]]).column(0)
     except pa.ArrowException as error:
         raise StorageError(f"cold file {where} does not read back: {error}") from error
-    expected = len(ids) if ids is not None else rows
-    if len(found) != expected or len(set(found)) != len(found):
-        raise StorageError(f"cold file {where}: {len(found)} rows read back, {expected} written")
-    if ids is not None and set(found) != set(ids):
-        raise StorageError(f"cold file {where}: the ids read back differ from the batch's")
-    return found
+    if ids is not None:
+        if len(found) != len(ids) or not found.equals(ids):
+            raise StorageError(
+                f"cold file {where}: the {len(found)} ids read back differ from the "
+                f"{len(ids)} written"
+            )
+        return []
+    if len(found) != rows or pc.count_distinct(found).as_py() != rows:
+        raise StorageError(f"cold file {where}: {len(found)} rows read back, {rows} listed")
+    return found.to_pylist()
 
 
 def _checkpoint(name: str) -> None:
