@@ -30,6 +30,7 @@ from rich.table import Table
 
 from sync_observability.cli.options import OneLineErrorsCommand
 from sync_observability.cli.output import make_console, when
+from sync_observability.cold.export import COLD_URL_ENV
 
 # A table is for reading: as DuckDB's own shell does, show the first rows and say how many more
 # there are. Rendering thousands of rows with rich would also take seconds.
@@ -46,7 +47,7 @@ COLD_URL_HELP = (
 @click.option(
     "--from",
     "cold_url",
-    envvar="SYNC_OBS_COLD_URL",
+    envvar=COLD_URL_ENV,
     show_envvar=True,
     metavar="URL",
     help=COLD_URL_HELP,
@@ -72,7 +73,7 @@ def query(sql: str, cold_url: str | None, as_json: bool, as_csv: bool, max_rows:
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be used together.")
     if not cold_url or not cold_url.strip():
-        raise click.UsageError("no cold archive: give --from URL or set SYNC_OBS_COLD_URL")
+        raise click.UsageError(f"no cold archive: give --from URL or set {COLD_URL_ENV}")
     result = run_query(cold_url, sql)
     name_files(result.url, result.files, result.has_manifest)
     if as_json:

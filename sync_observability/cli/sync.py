@@ -34,7 +34,7 @@ from sync_observability.cli.options import (
 )
 from sync_observability.cli.output import add_columns, echo_json, make_console, number, when
 from sync_observability.clock import utcnow
-from sync_observability.cold.query import COLD_URL_ENV
+from sync_observability.cold.export import COLD_URL_ENV
 from sync_observability.health import status_overview
 from sync_observability.storage.records import SyncRecord, SyncState
 from sync_observability.storage.schema import RUN_STATUSES

@@ -32,6 +32,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sync_observability.cold import layout
+
+# One definition, the export's (the retention job reads it too).
+from sync_observability.cold.export import COLD_URL_ENV
 from sync_observability.errors import (
     ConfigurationError,
     InvalidInputError,
@@ -44,9 +47,6 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
     from upath import UPath
-
-COLD_URL_ENV = "SYNC_OBS_COLD_URL"
-"""The environment variable naming the cold root when no URL is given."""
 
 VIEWS: dict[str, str] = {
     layout.HISTORY_TABLE: "sync_history_cold",
@@ -332,7 +332,6 @@ def _one_line(message: str) -> str:
 
 
 __all__: Sequence[str] = (
-    "COLD_URL_ENV",
     "VIEWS",
     "ColdSource",
     "QueryResult",
