@@ -23,6 +23,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -154,10 +155,15 @@ def connect(
     conn = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
     try:
         conn.execute("SET TimeZone = 'UTC'")
+        chosen_files = {
+            table: source.files(table) if files is None else list(files.get(table, ()))
+            for table in VIEWS
+        }
         if not source.local:
+            _list_ahead(source, [table for table, chosen in chosen_files.items() if chosen])
             conn.register_filesystem(source.root.fs)
         for table, view in VIEWS.items():
-            chosen = source.files(table) if files is None else files.get(table, ())
+            chosen = chosen_files[table]
             try:
                 _create_view(conn, source, table, view, chosen)
             except duckdb.Error as error:  # a listed file is gone or unreadable
@@ -169,6 +175,20 @@ def connect(
         yield conn
     finally:
         conn.close()
+
+
+def _list_ahead(source: ColdSource, tables: Sequence[str]) -> None:
+    """List each table's folder once, so that the filesystem answers DuckDB's size and date
+    questions about every file from its listing cache: on S3 one LIST per 1,000 files instead of
+    about 14 HEAD requests per file (24 files: 57 requests instead of 391)."""
+    fs = source.root.fs
+    for table in tables:
+        prefix = (source.root / f"table={table}").path
+        # Never an older listing: a rerun of an export replaces a file under the same name.
+        fs.invalidate_cache(prefix)
+        # Only a speed-up: without the right to list, DuckDB asks about each file itself.
+        with contextlib.suppress(Exception):
+            fs.find(prefix)
 
 
 def _create_view(

@@ -189,3 +189,25 @@ def test_missing_s3_credentials_are_one_line(
         f"Error: cannot read the cold manifest under {s3_root}: NoCredentialsError: "
         "Unable to locate credentials\n"
     )
+
+
+def test_a_long_lived_process_sees_what_was_exported_since(backend: Backend, cold_url: str) -> None:
+    seed(backend)
+    export(backend, cold_url)
+    assert len(cold_history(cold_url)) == 9
+    # Into a month whose folder the first read listed already.
+    later = [history_row(100 + n, at(2024, 3, 20 + n)) for n in range(3)]
+    engine = backend.engine()
+    with engine.begin() as conn:
+        conn.execute(sa.insert(sync_history_archive), later)
+    engine.dispose()
+    store = backend.store()
+    try:
+        export_cold(store, ColdPolicy(url=cold_url, older_than_days=365, batch_size=2), now=NOW)
+    finally:
+        store.dispose()
+    df = cold_history(cold_url, since=at(2024, 3, 20))
+    assert sorted(df["sync_id"]) == sorted(r["sync_id"] for r in later)
+    # March's files only: the two of the first export and the two of the second.
+    assert len(df.attrs["cold_files"]) == 4
+    assert all("/year=2024/month=03/" in name for name in df.attrs["cold_files"])
