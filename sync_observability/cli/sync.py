@@ -148,7 +148,7 @@ def history(
     exported to the cold archive, one row per sync (the database's copy wins over a cold one).
     """
     if include_cold and not (cold_url and cold_url.strip()):
-        raise click.UsageError("--include-cold needs --cold-url URL or SYNC_OBS_COLD_URL")
+        raise click.UsageError(f"--include-cold needs --cold-url URL or {COLD_URL_ENV}")
     with database.open() as store:
         records = store.list_history(resource=resource, status=status, since=since, limit=limit)
         if not include_cold:
