@@ -232,6 +232,20 @@ def test_query_names_the_files_of_the_views_it_reads(cold: dict) -> None:
     # A view named only in a comment or a string is not read.
     none = ok(cold_query("SELECT 'sync_history_cold' AS t -- operation_log_cold", "--from", url))
     assert named_files(none.stderr) == []
+    # Several statements: the last one's rows; a view named anywhere counts as read.
+    two = ok(
+        cold_query(
+            "CREATE TEMP TABLE n AS SELECT count(*) AS c FROM operation_log_cold; "
+            "SELECT c * 10 AS c FROM n",
+            "--from",
+            url,
+            "--json",
+        )
+    )
+    assert json.loads(two.stdout) == [{"c": 20}]
+    assert named_files(two.stderr) == [
+        f"{url}/table=operation_log/year=2024/month=02/batch-1.parquet"
+    ]
 
 
 def test_query_json_functions_and_timestamps_are_utc(cold: dict) -> None:
