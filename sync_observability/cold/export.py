@@ -506,37 +506,35 @@ class _Exporter:
 
         return self.store.db.write(tx, f"delete exported rows of {t.name}")
 
-    def delete_batch(self, batch: _Batch, before: dt.datetime) -> None:
-        """Delete the batch's rows in one transaction, as the keyset range from its first row to
-        its last under the fetch's own conditions (one index range, not a probe per id).
+    def delete_batch(self, batch: _Batch) -> None:
+        """Delete exactly the batch's (verified) ids, in one transaction.
 
-        Under the run's lock nothing else changes these rows, so the range holds exactly the
-        batch; should the count differ all the same, the transaction rolls back and the run stops
-        with the rows still in the database (and in a listed file: the next run finishes them).
+        The ids come with their keyset range, which lets the database walk one index range
+        and test each row's id against the set (hashed on PostgreSQL) instead of descending the
+        primary key once per id. Should the count differ from the batch's (another process
+        deleted some), the transaction rolls back and the run stops with the rows still in the
+        database and in a listed file: the next run finishes them.
         """
         sa = self._sa
         table = batch.table
         t = self.tables[table]
         time_col, id_col = t.c[layout.TIME_COLUMNS[table]], t.c[layout.ID_COLUMNS[table]]
-        conditions = self._old(table, before)
         if table == layout.HISTORY_TABLE:
-            first, last = (batch.first_time, batch.first_id), batch.after
-            conditions += [
-                time_col >= first[0],
-                time_col <= last[0],
-                sa.tuple_(time_col, id_col) >= sa.tuple_(*first),
-                sa.tuple_(time_col, id_col) <= sa.tuple_(*last),
-            ]
+            span = [time_col >= batch.first_time, time_col <= batch.last_time]
         else:
-            conditions += [id_col >= batch.first_id, id_col <= batch.last_id]
+            span = [id_col >= batch.first_id, id_col <= batch.last_id]
+        ids = batch.ids.to_pylist()
 
         def tx(conn: sa.Connection) -> None:
-            deleted = conn.execute(sa.delete(t).where(*conditions)).rowcount
+            deleted = sum(
+                conn.execute(sa.delete(t).where(*span, match)).rowcount
+                for match in self._in(table, ids)
+            )
             if deleted != batch.rows:
                 raise StorageError(
-                    f"deleting the exported rows of {t.name} from {batch.first_id!r} to "
-                    f"{batch.last_id!r} would delete {deleted} rows, not the {batch.rows} "
-                    "written; rolled back (did another process change the table?)"
+                    f"deleting the {batch.rows} exported rows of {t.name} from "
+                    f"{batch.first_id!r} to {batch.last_id!r} found {deleted}; rolled back "
+                    "(did another process delete some?)"
                 )
 
         self.store.db.write(tx, f"delete exported rows of {t.name}")
@@ -560,7 +558,7 @@ class _Exporter:
             entries = [e for e in entries if e.path != entry.path] + [entry]
             layout.write_manifest(self.root, entries)
             _checkpoint("manifest")
-            self.delete_batch(batch, before)
+            self.delete_batch(batch)
             _checkpoint("deleted")
             rows += batch.rows
             files += 1
