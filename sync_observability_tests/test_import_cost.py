@@ -24,6 +24,9 @@ HEAVY = (
     "sqlalchemy",
     "psycopg2",
     "prometheus_client",
+    "pyarrow",
+    "duckdb",
+    "s3fs",
 )
 
 

@@ -8,6 +8,7 @@ Examples:
 
         $ sync-obs archive --dry-run
         $ sync-obs archive --archive-after-days 30 --purge-after-days 180 --json
+        $ sync-obs archive export --to s3://audit/sync-obs --older-than-days 365
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sync_observability.cli import cold_query
 from sync_observability.cli.options import (
     DAYS,
     ROW_COUNT,
     ROW_LIMIT,
     DatabaseOption,
+    OneLineErrorsGroup,
     database_options,
 )
 from sync_observability.cli.output import make_console
-from sync_observability.errors import SyncObservabilityError
+from sync_observability.cold.export import DEFAULT_COLD_BATCH_SIZE, DEFAULT_OLDER_THAN_DAYS
+from sync_observability.errors import InvalidInputError, SyncObservabilityError
 from sync_observability.retention.steps import (
     DEFAULT_ALERTS_AFTER_DAYS,
     DEFAULT_ARCHIVE_AFTER_DAYS,
@@ -48,7 +52,7 @@ EXIT_ERROR = 1
 EXIT_SKIPPED = 2
 
 
-@click.command("archive")
+@click.group("archive", cls=OneLineErrorsGroup, invoke_without_command=True)
 @database_options
 @click.option(
     "--archive-after-days",
@@ -109,8 +113,11 @@ def archive(
 
     Each batch moves its rows in one transaction, so an interrupted run loses and duplicates
     nothing; run it again to finish. Exit code 0 when finished, 2 when another retention run
-    holds the lock, 1 on an error.
+    holds the lock, 1 on an error. ``sync-obs archive export`` moves the oldest archive rows on
+    to Parquet files (the cold tier).
     """
+    if ctx.invoked_subcommand is not None:
+        return
     console = make_console()
     try:
         policy = RetentionPolicy(
@@ -138,6 +145,101 @@ def archive(
     else:
         _print_summary(console, result, where)
     ctx.exit(EXIT_SKIPPED if result.skipped else EXIT_FINISHED)
+
+
+@archive.command("export")
+@database_options
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    help="The cold root: a local folder or an fsspec URL (s3://bucket/prefix, gs://..., "
+    "az://...); credentials come from the environment (AWS_ACCESS_KEY_ID, ...).",
+)
+@click.option(
+    "--older-than-days",
+    type=DAYS,
+    default=DEFAULT_OLDER_THAN_DAYS,
+    show_default=True,
+    help="Export (and delete) sync_history_archive and operation_log rows older than this.",
+)
+@click.option(
+    "--purge-cold-after-days",
+    type=DAYS,
+    default=None,
+    help="Also delete whole months of cold files older than this (never part of a month).",
+)
+@click.option(
+    "--batch-size",
+    type=ROW_LIMIT,
+    default=DEFAULT_COLD_BATCH_SIZE,
+    show_default=True,
+    help="Rows per file (one verified file and one delete transaction each).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be exported; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
+@click.pass_context
+def export(
+    ctx: click.Context,
+    database: DatabaseOption,
+    url: str,
+    older_than_days: int,
+    purge_cold_after_days: int | None,
+    batch_size: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Move archive rows older than --older-than-days to Parquet files under --to.
+
+    Each file is read back and verified before its rows leave the database; an interrupted
+    export loses nothing and the next one finishes it. Exit code 0 when finished, 2 when
+    another retention run holds the lock or an option is out of range, 1 on an error.
+    """
+    from sync_observability.cold.export import ColdPolicy, export_cold
+
+    console = make_console()
+    try:
+        policy = ColdPolicy(
+            url=url,
+            older_than_days=older_than_days,
+            purge_cold_after_days=purge_cold_after_days,
+            batch_size=batch_size,
+            dry_run=dry_run,
+        )
+    except InvalidInputError as error:
+        option = _EXPORT_OPTIONS.get(error.field, error.field)
+        raise click.BadParameter(
+            f"{error.value!r}: {error.reason}", ctx, param_hint=option
+        ) from error
+    try:
+        with database.open(create=not dry_run) as store:
+            show_bar = console.is_terminal and not as_json and not dry_run
+            with _progress_bar(console, enabled=show_bar) as progress:
+                result = export_cold(store, policy, progress=progress)
+    except SyncObservabilityError as error:
+        message = " ".join(str(error).split())
+        if as_json:
+            click.echo(json.dumps({"status": "error", "error": message}))
+        else:
+            click.echo(f"Error: {message}", err=True)
+        ctx.exit(EXIT_ERROR)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    elif result.skipped:
+        console.print(f"skipped: {result.message}; nothing was changed")
+    else:
+        console.print(f"{result.message} in {result.duration_ms / 1000:.1f}s")
+    ctx.exit(EXIT_SKIPPED if result.skipped else EXIT_FINISHED)
+
+
+archive.add_command(cold_query.query)
+
+_EXPORT_OPTIONS = {
+    "url": "'--to'",
+    "older_than_days": "'--older-than-days'",
+    "purge_cold_after_days": "'--purge-cold-after-days'",
+    "batch_size": "'--batch-size'",
+}
 
 
 @contextmanager

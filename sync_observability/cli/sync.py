@@ -5,12 +5,14 @@ Examples:
 
         $ sync-obs status --json
         $ sync-obs history --resource vantage/accounts --status failed --since 7d
+        $ sync-obs history --resource vantage/accounts --include-cold --cold-url s3://audit/sync
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import textwrap
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sync_observability.cli.cold_query import name_files
 from sync_observability.cli.options import (
     ROW_LIMIT,
     SINCE_HELP,
@@ -31,9 +34,11 @@ from sync_observability.cli.options import (
 )
 from sync_observability.cli.output import add_columns, echo_json, make_console, number, when
 from sync_observability.clock import utcnow
+from sync_observability.cold.export import COLD_URL_ENV
 from sync_observability.health import status_overview
 from sync_observability.storage.records import SyncRecord, SyncState
 from sync_observability.storage.schema import RUN_STATUSES
+from sync_observability.storage.store import SyncStore
 
 HEALTH_STYLES = {"red": "bold red", "yellow": "bold yellow", "green": "bold green"}
 STATUS_STYLES = {"failed": "red", "running": "cyan", "success": "green", "never_run": "yellow"}
@@ -110,6 +115,21 @@ def print_status(console: Console, rows: list[dict[str, Any]], where: str) -> No
     help=f"Only syncs started at or after this: {SINCE_HELP}.",
 )
 @click.option("--limit", type=ROW_LIMIT, default=50, show_default=True)
+@click.option(
+    "--include-cold",
+    is_flag=True,
+    help="Also read sync_history_archive and the cold archive (--cold-url), merged newest "
+    "first; each row says its tier (hot, archive, cold) and the cold files read are named on "
+    "stderr.",
+)
+@click.option(
+    "--cold-url",
+    envvar=COLD_URL_ENV,
+    show_envvar=True,
+    metavar="URL",
+    help="The cold archive for --include-cold: a local folder or s3://bucket/prefix (gs://, "
+    "az://); credentials from the usual environment.",
+)
 @database_options
 @json_option
 def history(
@@ -117,19 +137,132 @@ def history(
     status: str | None,
     since: dt.datetime | None,
     limit: int,
+    include_cold: bool,
+    cold_url: str | None,
     database: DatabaseOption,
     as_json: bool,
 ) -> None:
-    """Past syncs from sync_history, newest first."""
+    """Past syncs from sync_history, newest first.
+
+    With --include-cold, also the syncs retention moved to sync_history_archive and those
+    exported to the cold archive, one row per sync (the database's copy wins over a cold one).
+    """
+    if include_cold and not (cold_url and cold_url.strip()):
+        raise click.UsageError(f"--include-cold needs --cold-url URL or {COLD_URL_ENV}")
     with database.open() as store:
         records = store.list_history(resource=resource, status=status, since=since, limit=limit)
-        if as_json:
-            echo_json([dataclasses.asdict(record) for record in records])
-        else:
-            _print_history(make_console(), records, store.url)
+        if not include_cold:
+            if as_json:
+                echo_json([dataclasses.asdict(record) for record in records])
+            else:
+                _print_history(make_console(), records, store.url)
+            return
+        archived = _archived_history(
+            store, resource=resource, status=status, since=since, limit=limit
+        )
+        where = store.url
+    from sync_observability.cold.query import ColdSource, read_history
+
+    source = ColdSource.open(cold_url)
+    table, files = read_history(source, resource=resource, status=status, since=since, limit=limit)
+    name_files(source.url, files, source.has_manifest)
+    rows = merge_tiers(
+        {
+            "hot": [dataclasses.asdict(record) for record in records],
+            "archive": archived,
+            "cold": _cold_rows(table),
+        },
+        limit,
+    )
+    if as_json:
+        echo_json(rows)
+    else:
+        _print_history(make_console(), [_record(row) for row in rows], where, rows, source.url)
 
 
-def _print_history(console: Console, records: list[SyncRecord], where: str) -> None:
+TIERS = ("hot", "archive", "cold")
+"""Where a history row lives, in the order a duplicate is resolved (the database wins)."""
+
+
+def merge_tiers(tiers: dict[str, list[dict[str, Any]]], limit: int | None) -> list[dict[str, Any]]:
+    """History rows of every tier as one list, newest first (start time, then sync id), one row
+    per ``sync_id`` (the first tier of :data:`TIERS` holding it wins), each with its ``tier``
+    and ``archived_at`` (None for hot rows).
+
+    A sync is in two tiers only for a moment (an export killed between writing a file and
+    deleting the rows it holds); the database's copy is the one still authoritative.
+    """
+    seen: set[str] = set()
+    merged = []
+    for tier in TIERS:
+        for row in tiers.get(tier, ()):
+            if row["sync_id"] in seen:
+                continue
+            seen.add(row["sync_id"])
+            merged.append({**row, "archived_at": row.get("archived_at"), "tier": tier})
+    merged.sort(key=lambda row: (row["sync_start_time"], row["sync_id"]), reverse=True)
+    return merged if limit is None else merged[:limit]
+
+
+def _archived_history(
+    store: SyncStore,
+    *,
+    resource: str | None,
+    status: str | None,
+    since: dt.datetime | None,
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    """``sync_history_archive`` rows as :meth:`SyncStore.list_history` reads ``sync_history``."""
+    # The store has no archive reader yet; this mirrors list_history on the archive table.
+    import sqlalchemy as sa
+
+    from sync_observability.storage.schema import sync_history_archive as archive
+
+    query = sa.select(archive).order_by(archive.c.sync_start_time.desc(), archive.c.sync_id.desc())
+    if resource is not None:
+        query = query.where(archive.c.resource == resource)
+    if status is not None:
+        query = query.where(archive.c.sync_status == status)
+    if since is not None:
+        query = query.where(archive.c.sync_start_time >= since)
+    if limit is not None:
+        query = query.limit(limit)
+    return store.db.read(
+        lambda conn: [dict(row) for row in conn.execute(query).mappings()], "list archive"
+    )
+
+
+def _cold_rows(table: Any) -> list[dict[str, Any]]:
+    """Arrow rows as dicts with JSON decoded and timestamps in ``datetime.timezone.utc``."""
+    from sync_observability.cold.layout import JSON_COLUMNS
+
+    rows = table.to_pylist()
+    for row in rows:
+        for name, value in row.items():
+            if value is None:
+                continue
+            if name in JSON_COLUMNS:
+                row[name] = json.loads(value)
+            elif isinstance(value, dt.datetime):
+                row[name] = value.astimezone(dt.timezone.utc)
+    return rows
+
+
+def _record(row: dict[str, Any]) -> SyncRecord:
+    fields = {field.name for field in dataclasses.fields(SyncRecord)}
+    return SyncRecord(**{name: value for name, value in row.items() if name in fields})
+
+
+def _print_history(
+    console: Console,
+    records: list[SyncRecord],
+    where: str,
+    tiers: list[dict[str, Any]] | None = None,
+    cold_url: str | None = None,
+) -> None:
+    """The history table; with ``tiers`` (merged rows) a Tier column, and the cold root."""
+    if cold_url is not None:
+        where = f"{where} + cold archive {cold_url}"
     if not records:
         console.print(f"No matching syncs in {where}.")
         return
@@ -140,14 +273,18 @@ def _print_history(console: Console, records: list[SyncRecord], where: str) -> N
         box=box.SIMPLE_HEAD,
     )
     table.add_column("Started (UTC)", no_wrap=True)
+    if tiers is not None:
+        table.add_column("Tier", no_wrap=True)
     table.add_column("Resource", no_wrap=True)
     table.add_column("Status", no_wrap=True)
     add_columns(table, "Records", "New", "Upd", "Fail", "ms", justify="right")
     # Whole messages (and sync ids) are one `--json` away; here they must not squeeze the rest.
     table.add_column("Error", max_width=ERROR_WIDTH)
-    for record in records:
+    for index, record in enumerate(records):
+        tier = [] if tiers is None else [tiers[index]["tier"]]
         table.add_row(
             when(record.sync_start_time),
+            *tier,
             record.resource,
             Text(record.sync_status, style=STATUS_STYLES.get(record.sync_status, "")),
             number(record.records_processed),

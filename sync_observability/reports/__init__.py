@@ -12,6 +12,9 @@ Examples:
         store = SyncStore.from_url("sqlite:///sync.db")
         print(dashboard(store))
         print(REPORTS["failures"](store, days=1))
+
+:func:`cold_history` is not one of them: it reads the cold archive's Parquet files (a folder
+or ``s3://...``), not a store.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Protocol
 
 import pandas as pd
 
+from sync_observability.reports.cold import cold_history
 from sync_observability.reports.dashboard import dashboard, hourly_volume, status, volume_anomalies
 from sync_observability.reports.history import (
     daily_operations,
@@ -60,6 +64,7 @@ REPORTS: dict[str, Report] = {
 __all__ = [
     "REPORTS",
     "Report",
+    "cold_history",
     "cost_trends",
     "daily_operations",
     "daily_volume",

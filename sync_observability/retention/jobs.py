@@ -6,12 +6,14 @@ The steps themselves are plain functions in :mod:`.steps`; the op runs them as a
 
 # No `from __future__ import annotations`: Dagster reads the op's parameter annotations.
 
+import os
 from collections.abc import Sequence
 
 import dagster as dg
 from pydantic import Field
 
 from sync_observability.clock import utcnow
+from sync_observability.cold.export import COLD_URL_ENV, DEFAULT_OLDER_THAN_DAYS, ColdPolicy
 from sync_observability.errors import SyncAlreadyRunningError
 from sync_observability.retention.steps import (
     DEFAULT_ALERTS_AFTER_DAYS,
@@ -59,9 +61,35 @@ class SyncRetentionConfig(dg.Config):
             "(0: only the age counts); the sync owning a resource's watermark is always kept."
         ),
     )
+    cold_url: str | None = Field(
+        default=None,
+        description=(
+            "The cold tier: a local folder or an fsspec URL (s3://bucket/prefix, ...) that "
+            "archive rows older than cold_after_days are exported to as Parquet before they "
+            f"leave the database. Unset: the environment variable {COLD_URL_ENV}; neither: no "
+            "cold tier."
+        ),
+    )
+    cold_after_days: int = Field(
+        default=DEFAULT_OLDER_THAN_DAYS,
+        description="Export archive and operation-log rows older than this (<= purge_after_days).",
+    )
+    purge_cold_after_days: int | None = Field(
+        default=None,
+        description="Delete whole months of cold files older than this (unset: keep them).",
+    )
 
     def policy(self) -> RetentionPolicy:
-        """The :class:`RetentionPolicy` this config describes."""
+        """The :class:`RetentionPolicy` this config describes (the cold URL read now)."""
+        url = self.cold_url or os.environ.get(COLD_URL_ENV) or None
+        cold = None
+        if url:
+            cold = ColdPolicy(
+                url=url,
+                older_than_days=self.cold_after_days,
+                purge_cold_after_days=self.purge_cold_after_days,
+                dry_run=self.dry_run,
+            )
         return RetentionPolicy(
             archive_after_days=self.archive_after_days,
             purge_after_days=self.purge_after_days,
@@ -69,12 +97,16 @@ class SyncRetentionConfig(dg.Config):
             batch_size=self.batch_size,
             dry_run=self.dry_run,
             keep_last_per_resource=self.keep_last,
+            cold=cold,
         )
 
 
 @dg.op(
     name="sync_retention",
-    description="Archive old sync_history rows and purge old archive rows and resolved alerts.",
+    description=(
+        "Archive old sync_history rows, export archive rows to the cold tier when one is "
+        "configured, and purge old archive rows and resolved alerts."
+    ),
 )
 def sync_retention(
     context: dg.OpExecutionContext, config: SyncRetentionConfig, sync_tracker: SyncTracker

@@ -14,6 +14,11 @@ last ``keep_last_per_resource`` syncs of each resource, whatever their age.
 A run archives first and purges second, so one run leaves the tables as the policy says (a
 history row past the purge age is archived, then purged). A dry run counts exactly what a run
 would move and delete, and changes nothing.
+
+With a cold tier (``RetentionPolicy.cold``, see :mod:`sync_observability.cold.export`) a run
+does all three tiers: history -> archive, then archive (and operation log) rows past the cold age
+-> verified Parquet files, then the purges (which then find no archive row the export did not
+take first, since the cold age is at most the purge age), then the optional cold purge.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from sync_observability.validation import check_aware
 
 if TYPE_CHECKING:
     # The retention SQL, and SQLAlchemy with it, loads when a run starts, not with the job.
+    from sync_observability.cold.export import ColdPolicy
     from sync_observability.storage.retention_store import (
         Batch,
         KeepSnapshot,
@@ -46,6 +52,8 @@ DEFAULT_BATCH_SIZE = 10_000
 DEFAULT_KEEP_LAST_PER_RESOURCE = DEFAULT_KEEP_LAST
 RETENTION_RESOURCE = "sync_observability/retention"
 LOCK_HELD = "another retention run holds the lock"
+COLD_TABLE = "cold"
+"""The ``table`` of the cold purge's step: whole months of cold files (``cold.purged`` rows)."""
 
 RetentionProgress = Callable[[str, int, int], None]
 """Called as ``progress(step, rows_done, rows_planned)`` when a step starts and after each batch."""
@@ -71,6 +79,9 @@ class RetentionPolicy:
         keep_last_per_resource: the last this many syncs of each resource stay in
             ``sync_history`` whatever their age (0: only the age counts). The sync that produced
             a resource's current watermark stays too, always.
+        cold: where and after how long archive rows go to the cold tier (None: no cold tier);
+            its ``older_than_days`` is at most ``purge_after_days``, so the purge never deletes
+            a row before it went cold. Its ``dry_run`` follows this policy's.
     """
 
     archive_after_days: int = DEFAULT_ARCHIVE_AFTER_DAYS
@@ -79,6 +90,7 @@ class RetentionPolicy:
     batch_size: int = DEFAULT_BATCH_SIZE
     dry_run: bool = False
     keep_last_per_resource: int = DEFAULT_KEEP_LAST_PER_RESOURCE
+    cold: ColdPolicy | None = None
 
     def __post_init__(self) -> None:
         from sync_observability.storage.retention_store import ARCHIVE, PURGE_TARGETS
@@ -99,6 +111,13 @@ class RetentionPolicy:
                 "purge_after_days",
                 self.purge_after_days,
                 f"must be at least archive_after_days ({self.archive_after_days})",
+            )
+        if self.cold is not None and self.cold.older_than_days > self.purge_after_days:
+            raise InvalidInputError(
+                "cold.older_than_days",
+                self.cold.older_than_days,
+                f"must be at most purge_after_days ({self.purge_after_days}): the purge would "
+                "delete archive rows before they went cold",
             )
         for name in self.table_ages:
             if name not in PURGE_TARGETS or name == ARCHIVE:
@@ -139,7 +158,7 @@ def retention_cutoffs(now: dt.datetime, policy: RetentionPolicy) -> RetentionCut
 class StepResult:
     """One step of a run: rows of ``table`` older than ``before`` archived or purged."""
 
-    action: str  # "archive" or "purge"
+    action: str  # "archive", "export" (to the cold tier) or "purge"
     table: str
     into: str | None
     before: dt.datetime
@@ -154,8 +173,9 @@ class StepResult:
 
     @property
     def count_key(self) -> str:
-        """``sync_history.archived``, ``sync_alerts.purged``, ..."""
-        return f"{self.table}.{self.action}d"
+        """``sync_history.archived``, ``sync_history_archive.exported``, ``cold.purged``..."""
+        done = {"export": "exported"}.get(self.action, f"{self.action}d")
+        return f"{self.table}.{done}"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -204,7 +224,7 @@ def describe(steps: tuple[StepResult, ...], *, dry_run: bool) -> str:
         return "nothing to do"
     parts = []
     for step in steps:
-        verb = {"archive": "archive", "purge": "delete"}[step.action]
+        verb = {"archive": "archive", "export": "export", "purge": "delete"}[step.action]
         verb = f"would {verb}" if dry_run else f"{verb}d"
         where = f" into {step.into}" if step.into else ""
         months = f" ({step.partitions} whole months by detach)" if step.partitions else ""
@@ -232,7 +252,7 @@ def run_retention(
         progress: called as ``progress(step, rows_done, rows_planned)``.
     """
     from sync_observability.storage import partitioning
-    from sync_observability.storage.retention_store import RetentionStore
+    from sync_observability.storage.retention_store import ARCHIVE, RetentionStore
 
     policy = policy or RetentionPolicy()
     now = check_aware("now", now or utcnow())
@@ -249,15 +269,32 @@ def run_retention(
         if partitioned and not policy.dry_run:
             partitioning.ensure_partitions(store, now=now)
         if not policy.dry_run:
-            for i, step in enumerate(steps):
+            done: list[StepResult] = []
+            for step in steps:
                 if partitioned and step.action == "archive":
-                    steps[i] = _archive_partitioned(
-                        retention, step, policy, now, boundaries, progress
-                    )
-                    continue
-                next_batch = _batches(retention, step, policy, now, boundaries)
-                rows, batches = _drain(next_batch, step.name, step.rows, progress)
-                steps[i] = dataclasses.replace(step, rows=rows, batches=batches)
+                    step = _archive_partitioned(retention, step, policy, now, boundaries, progress)
+                else:
+                    next_batch = _batches(retention, step, policy, now, boundaries)
+                    rows, batches = _drain(next_batch, step.name, step.rows, progress)
+                    step = dataclasses.replace(step, rows=rows, batches=batches)
+                done.append(step)
+                if step.action == "archive" and policy.cold is not None:
+                    done += _cold_steps(retention, policy.cold, now, progress)
+            steps = done
+        elif policy.cold is not None:
+            cold = _cold_steps(
+                retention,
+                dataclasses.replace(policy.cold, dry_run=True),
+                now,
+                progress,
+                also_archived=(policy.keep_last_per_resource, boundaries),
+            )
+            # The export takes every archive row the purge would, before it runs.
+            rest = [
+                dataclasses.replace(step, rows=0) if step.table == ARCHIVE else step
+                for step in steps[1:]
+            ]
+            steps = [steps[0], *cold, *rest]
     return RetentionResult(
         skipped=False,
         dry_run=policy.dry_run,
@@ -266,6 +303,54 @@ def run_retention(
         steps=tuple(steps),
         duration_ms=round((time.monotonic() - started) * 1000),
     )
+
+
+def _cold_steps(
+    retention: RetentionStore,
+    cold: ColdPolicy,
+    now: dt.datetime,
+    progress: RetentionProgress | None,
+    *,
+    also_archived: tuple[int, KeepSnapshot | None] | None = None,
+) -> list[StepResult]:
+    """Export to the cold tier (and purge it) under the run's lock, as steps of the run.
+
+    ``also_archived`` (a dry run): count too the history rows this run would archive first.
+    """
+    from sync_observability.cold.export import export_locked
+    from sync_observability.cold.layout import HISTORY_TABLE
+
+    result = export_locked(retention.store, cold, now=now, progress=progress)
+    steps = []
+    for table in result.tables:
+        rows = table.rows + table.recovered
+        if also_archived is not None and table.table == HISTORY_TABLE:
+            keep_last, boundaries = also_archived
+            rows += retention.count_archivable(
+                table.before, keep_last=keep_last, boundaries=boundaries
+            )
+        steps.append(
+            StepResult(
+                action="export",
+                table=table.source,
+                into=result.url,
+                before=table.before,
+                rows=rows,
+                batches=table.files,
+            )
+        )
+    if cold.purge_cold_after_days is not None:
+        steps.append(
+            StepResult(
+                action="purge",
+                table=COLD_TABLE,
+                into=None,
+                before=now - dt.timedelta(days=cold.purge_cold_after_days),
+                rows=result.purged_rows,
+                batches=result.purged_files,
+            )
+        )
+    return steps
 
 
 def skipped_result(now: dt.datetime, *, dry_run: bool, message: str = LOCK_HELD) -> RetentionResult:
