@@ -9,8 +9,9 @@ file that does not exist instead of creating it.
 
 Layout: :mod:`.options` (what commands take) and :mod:`.output` (how they print) are shared;
 :mod:`.migrate`, :mod:`.sync` (status, history), :mod:`.alerts`, :mod:`.archive`,
-:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles` and :mod:`.demo` hold one
-command group each. Dagster, pandas and Alembic are imported inside the commands that use them.
+:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles`, :mod:`.ddl` and
+:mod:`.demo` hold one command group each. Dagster, pandas and Alembic are imported inside the
+commands that use them.
 
 Examples:
     .. code-block:: console
@@ -31,6 +32,7 @@ import click
 from sync_observability.cli import (
     alerts,
     archive,
+    ddl,
     demo,
     migrate,
     partition,
@@ -66,6 +68,7 @@ main.add_command(report.report)
 main.add_command(watermark.watermark)
 main.add_command(partition.partition)
 main.add_command(roles.roles)
+main.add_command(ddl.ddl)
 main.add_command(demo.demo)
 
 __all__ = ["main"]
