@@ -17,6 +17,7 @@ Examples:
 from typing import TYPE_CHECKING, Any
 
 from sync_observability.alerts.resources import SyncAlerting
+from sync_observability.alerts.schema_changes import make_schema_changes_sensor
 from sync_observability.alerts.sensors import (
     make_consecutive_failures_sensor,
     make_slow_syncs_sensor,
@@ -94,6 +95,7 @@ __all__ = [
     "WatermarkRewindError",
     "make_asset_observer_sensor",
     "make_consecutive_failures_sensor",
+    "make_schema_changes_sensor",
     "make_slow_syncs_sensor",
     "make_stale_watermarks_sensor",
     "make_stuck_runs_sensor",

@@ -23,7 +23,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_observability.clock import utcnow
-from sync_observability.storage.schema import ddl_events, ddl_events_hourly, ddl_rollup_state
+from sync_observability.storage.schema import (
+    ddl_events,
+    ddl_events_hourly,
+    ddl_rollup_state,
+    sync_alerts,
+)
 from sync_observability.storage.store import SyncStore
 
 _MAY_REFRESH: weakref.WeakKeyDictionary[SyncStore, bool] = weakref.WeakKeyDictionary()
@@ -308,60 +313,53 @@ def changes_since(
     limit: int,
 ) -> tuple[list[dict[str, Any]], int]:
     """The DROP and ALTER events on ``object_types`` in ``schemas`` whose horizon key is at
-    least ``after`` and below the current horizon, and that horizon (the next ``after``).
+    least ``after``, oldest first, and the key to pass as ``after`` next time.
 
-    ``after`` None: from the current horizon on (nothing before the first call is returned).
-    At most ``limit`` events, oldest first; when there are more, the horizon returned is the
-    key of the first one left out, so the next call continues from it.
+    Every committed event from ``after`` on is returned, including those of transactions above
+    the current horizon (committed, but with an older transaction still running somewhere):
+    those come again on the next call, until the horizon passes them, so a caller must
+    de-duplicate by ``event_id``; an event that commits late is returned once it is visible.
+    ``after`` None: nothing, and the current horizon. At most ``limit`` events, whole
+    transactions only (a bigger transaction is returned whole); the rest come next time.
     """
     e = ddl_events.c
     key = horizon_key(store)
+    is_change = sa.or_(e.command_tag.startswith("DROP "), e.command_tag.startswith("ALTER "))
+    watched = sa.and_(
+        is_change, e.schema_name.in_(list(schemas)), e.object_type.in_(list(object_types))
+    )
+    columns = (ddl_events, key.label("horizon_key"))
 
     def read(conn: sa.Connection) -> tuple[list[dict[str, Any]], int]:
         horizon = int(conn.execute(sa.select(horizon_sql(store))).scalar_one())
         if after is None:
             return [], horizon
-        is_change = sa.or_(e.command_tag.startswith("DROP "), e.command_tag.startswith("ALTER "))
-        rows = [
-            dict(row)
-            for row in conn.execute(
-                sa.select(ddl_events, key.label("horizon_key"))
-                .where(
-                    key >= after,
-                    key < horizon,
-                    is_change,
-                    e.schema_name.in_(list(schemas)),
-                    e.object_type.in_(list(object_types)),
-                )
-                .order_by(key, e.event_id)
-                .limit(limit + 1)
-            ).mappings()
-        ]
-        if len(rows) > limit:
-            # Whole transactions only: the rest of the last one comes next time.
-            cut = rows[limit]["horizon_key"]
-            rows = [r for r in rows if r["horizon_key"] < cut]
-            if not rows:  # one transaction with more than `limit` changes: take it whole
-                return changes_in(conn, cut), cut + 1
-            return rows, cut
-        return rows, horizon
-
-    def changes_in(conn: sa.Connection, transaction: int) -> list[dict[str, Any]]:
-        return [
-            dict(r)
-            for r in conn.execute(
-                sa.select(ddl_events, key.label("horizon_key"))
-                .where(
-                    key == transaction,
-                    sa.or_(e.command_tag.startswith("DROP "), e.command_tag.startswith("ALTER ")),
-                    e.schema_name.in_(list(schemas)),
-                    e.object_type.in_(list(object_types)),
-                )
-                .order_by(e.event_id)
-            ).mappings()
-        ]
+        query = sa.select(*columns).where(key >= after, watched).order_by(key, e.event_id)
+        rows = [dict(row) for row in conn.execute(query.limit(limit + 1)).mappings()]
+        if len(rows) <= limit:
+            return rows, horizon
+        cut = rows[limit]["horizon_key"]
+        rows = [r for r in rows if r["horizon_key"] < cut]
+        if not rows:  # one transaction with more than `limit` changes: take it whole
+            whole = query.where(key == cut)
+            return [dict(r) for r in conn.execute(whole).mappings()], min(cut + 1, horizon)
+        return rows, min(cut, horizon)
 
     return store.db.read(read, "read schema changes")
+
+
+def alerted_fingerprints(
+    store: SyncStore, fingerprints: Sequence[str], *, opened_since: dt.datetime
+) -> set[str]:
+    """Those of ``fingerprints`` with an alert (open or resolved) opened at or after
+    ``opened_since``: the events :func:`changes_since` reads again were alerted already."""
+    if not fingerprints:
+        return set()
+    t = sync_alerts.c
+    query = sa.select(t.fingerprint).where(
+        t.opened_at >= opened_since, t.fingerprint.in_(list(fingerprints))
+    )
+    return set(store.db.read(lambda conn: conn.execute(query).scalars().all(), "read alerts"))
 
 
 def _rows(store: SyncStore, query: sa.Select[Any], what: str) -> list[dict[str, Any]]:
@@ -385,6 +383,7 @@ def _timestamp(value: Any) -> dt.datetime | None:
 
 
 __all__: Sequence[str] = (
+    "alerted_fingerprints",
     "changes_since",
     "history",
     "horizon_key",
