@@ -163,7 +163,12 @@ def _hourly(store: SyncStore, since: dt.datetime, until: dt.datetime) -> sa.Subq
     e = ddl_events.c
     mode = _mode(store)
     if mode == "refresh":
-        refresh_ddl_rollup(store)
+        below: int | None = refresh_ddl_rollup(store)
+    elif mode == "read":
+        below = store.db.read(
+            lambda conn: conn.execute(sa.select(ddl_rollup_state.c.rolled_below)).scalar(),
+            "read the DDL roll-up's horizon",
+        )
     if store.dialect == "postgresql":
         hour: sa.ColumnElement[Any] = sa.func.date_trunc(_HOUR, e.event_time, _UTC)
     else:
@@ -183,8 +188,14 @@ def _hourly(store: SyncStore, since: dt.datetime, until: dt.datetime) -> sa.Subq
     )
     if mode == "off":
         return raw.subquery("hourly")
-    above = sa.select(ddl_rollup_state.c.rolled_below).scalar_subquery()
-    raw = raw.where(e.transaction_id >= sa.func.coalesce(above, 0))
+    # The state row read in the same statement keeps the roll-up's rows and the events above its
+    # horizon consistent (a refresh may commit meanwhile); the value read before, which that
+    # can only have raised, lets the planner use the transaction_id index for the few events
+    # above the horizon instead of the window's millions on the time index.
+    current = sa.select(ddl_rollup_state.c.rolled_below).scalar_subquery()
+    raw = raw.where(
+        e.transaction_id >= (below or 0), e.transaction_id >= sa.func.coalesce(current, 0)
+    )
     h = ddl_events_hourly.c
     rolled = sa.select(
         h.hour,
