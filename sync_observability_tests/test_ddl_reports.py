@@ -225,6 +225,11 @@ def test_the_roll_up_gives_the_same_report_and_misses_no_late_commit(
         expected = user_activity(raw, days=5, now=NOW)
         assert user_activity(reports_store, days=5, now=NOW).equals(expected)  # refreshes
         _check_roll_up(backend)
+        # As of 14:05: the roll-up's 14:00 hour holds the 14:10 DROP, which is after that.
+        early = NOW - dt.timedelta(minutes=25)
+        as_of = user_activity(reports_store, days=5, now=early)
+        assert as_of.equals(user_activity(raw, days=5, now=early))
+        assert by_user(as_of)["alice"]["ddl_operations"] == 28
         # A DDL transaction still open during a refresh, committed after it.
         engine = backend.engine()
         with engine.connect() as late:

@@ -174,26 +174,35 @@ def _hourly(store: SyncStore, since: dt.datetime, until: dt.datetime) -> sa.Subq
     else:
         hour = sa.func.strftime(sa.literal_column("'%Y-%m-%d %H:00:00'"), e.event_time)
     address = sa.func.coalesce(e.client_address, _NONE)
-    raw = (
-        sa.select(
-            hour.label("hour"),
-            e.db_session_user.label("db_session_user"),
-            address.label("client_address"),
-            sa.func.count().label("events"),
-            *_kind_counts(e.command_tag, 1),
-            sa.func.max(e.event_time).label("last_event_time"),
+
+    def raw(since: dt.datetime, until: dt.datetime, before: bool = False) -> sa.Select[Any]:
+        """``ddl_events`` per hour, user and address in ``[since, until]`` (``until`` excluded
+        when ``before``)."""
+        end = e.event_time < until if before else e.event_time <= until
+        return (
+            sa.select(
+                hour.label("hour"),
+                e.db_session_user.label("db_session_user"),
+                address.label("client_address"),
+                sa.func.count().label("events"),
+                *_kind_counts(e.command_tag, 1),
+                sa.func.max(e.event_time).label("last_event_time"),
+            )
+            .where(e.event_time >= since, end)
+            .group_by(hour, e.db_session_user, address)
         )
-        .where(e.event_time >= since, e.event_time <= until)
-        .group_by(hour, e.db_session_user, address)
-    )
+
     if mode == "off":
-        return raw.subquery("hourly")
+        return raw(since, until).subquery("hourly")
+    # The roll-up's whole hours before the hour of `until`, which is read from ddl_events (it
+    # may end before its hour does: --as-of), and the events above the roll-up's horizon.
+    last_hour = _floor_hour(until)
     # The state row read in the same statement keeps the roll-up's rows and the events above its
     # horizon consistent (a refresh may commit meanwhile); the value read before, which that
     # can only have raised, lets the planner use the transaction_id index for the few events
     # above the horizon instead of the window's millions on the time index.
     current = sa.select(ddl_rollup_state.c.rolled_below).scalar_subquery()
-    raw = raw.where(
+    above = raw(since, last_hour, before=True).where(
         e.transaction_id >= (below or 0), e.transaction_id >= sa.func.coalesce(current, 0)
     )
     h = ddl_events_hourly.c
@@ -207,8 +216,8 @@ def _hourly(store: SyncStore, since: dt.datetime, until: dt.datetime) -> sa.Subq
         h.drops,
         h.grants,
         h.last_event_time,
-    ).where(h.hour >= _floor_hour(since), h.hour <= until)
-    return sa.union_all(rolled, raw).subquery("hourly")
+    ).where(h.hour >= _floor_hour(since), h.hour < last_hour)
+    return sa.union_all(rolled, above, raw(max(since, last_hour), until)).subquery("hourly")
 
 
 def _floor_hour(value: dt.datetime) -> dt.datetime:
