@@ -1,10 +1,11 @@
 """DDL tracking: the event triggers' cost per DDL statement, and user-activity at 5 M events.
 
 Part 1, overhead: two throwaway databases on the same server, one with ``sync-obs ddl enable``'s
-event triggers, one without. Each repetition runs, on each database in random order, the same
-``--statements`` DDL statements (a third each CREATE TABLE, ALTER TABLE ... ADD COLUMN, DROP
-TABLE), each in its own transaction as a migration tool or a person would. Reported: the median
-seconds per side, the ratio and the added milliseconds per statement.
+event triggers, one without. Each round runs ``--statements`` DDL statements on each: for each
+table a CREATE TABLE, an ALTER TABLE ... ADD COLUMN and a DROP TABLE, each in its own
+transaction as a migration tool or a person would, the two databases' triplets back to back in
+random order (paired: both sides see the same moments of a loaded machine). Reported: the
+median seconds per round and side, the ratio, and the median paired difference per statement.
 
 Part 2, reports: a throwaway database whose ``ddl_events`` gets ``--events`` rows (5,000,000)
 over the last 60 days from ``--users`` session users with two client addresses each, written by
@@ -59,53 +60,67 @@ def throwaway_database(url: str, prefix: str) -> Iterator[str]:
         admin.dispose()
 
 
-def run_ddl(url: str, statements: int, round_: int) -> float:
-    """Seconds to run ``statements`` DDL statements, each in its own transaction."""
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS bench")
-            started = time.perf_counter()
-            for i in range(statements // 3):
-                table = f"bench.t_{round_}_{i}"
-                conn.exec_driver_sql(f"CREATE TABLE {table} (id bigint PRIMARY KEY, name text)")
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN amount numeric")
-                conn.exec_driver_sql(f"DROP TABLE {table}")
-            return time.perf_counter() - started
-    finally:
-        engine.dispose()
+def triplet(conn: sa.Connection, table: str) -> float:
+    """Seconds for CREATE, ALTER and DROP of ``table``, each its own transaction."""
+    started = time.perf_counter()
+    conn.exec_driver_sql(f"CREATE TABLE {table} (id bigint PRIMARY KEY, name text)")
+    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN amount numeric")
+    conn.exec_driver_sql(f"DROP TABLE {table}")
+    return time.perf_counter() - started
 
 
 def overhead(url: str, statements: int, repeat: int) -> None:
+    """Paired: each CREATE/ALTER/DROP triplet runs on both databases back to back, in random
+    order, so that both sides see the same moments of the (shared, loaded) machine."""
     with (
         throwaway_database(url, "bench_ddl_on") as on,
         throwaway_database(url, "bench_ddl_off") as off,
     ):
         store = SyncStore.from_url(on)
         store.db.write(lambda conn: tracking.enable(conn, store.schema), "enable")
-        times: dict[str, list[float]] = {"tracked": [], "plain": []}
-        sides = [("tracked", on), ("plain", off)]
-        for round_ in range(repeat + 1):
-            random.shuffle(sides)
-            for name, target in sides:
-                seconds = run_ddl(target, statements, round_)
-                if round_ > 0:  # the first round warms both up
-                    times[name].append(seconds)
+        engines = {
+            name: sa.create_engine(u, isolation_level="AUTOCOMMIT", poolclass=sa.pool.QueuePool)
+            for name, u in (("tracked", on), ("plain", off))
+        }
+        totals: dict[str, list[float]] = {"tracked": [], "plain": []}
+        differences: list[float] = []
+        with engines["tracked"].connect() as tracked, engines["plain"].connect() as plain:
+            conns = {"tracked": tracked, "plain": plain}
+            for conn in conns.values():
+                conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS bench")
+            for round_ in range(repeat + 1):  # the first round warms both up
+                spent = {"tracked": 0.0, "plain": 0.0}
+                for i in range(statements // 3):
+                    order = random.sample(list(conns), 2)
+                    seconds = {n: triplet(conns[n], f"bench.t_{round_}_{i}") for n in order}
+                    for name in spent:
+                        spent[name] += seconds[name]
+                    if round_ > 0:
+                        differences.append((seconds["tracked"] - seconds["plain"]) / 3)
+                if round_ > 0:
+                    for name in spent:
+                        totals[name].append(spent[name])
+        for engine in engines.values():
+            engine.dispose()
         recorded = store.db.read(
             lambda conn: conn.exec_driver_sql("SELECT count(*) FROM ddl_events").scalar(), "count"
         )
         store.dispose()
-    tracked, plain = (statistics.median(times[k]) for k in ("tracked", "plain"))
-    per = (tracked - plain) / (statements // 3 * 3) * 1000
-    log(f"\n## DDL overhead: {statements // 3 * 3} statements per side, median of {repeat}")
-    log("| side | median s | min s | max s |")
-    log("|---|---:|---:|---:|")
+    tracked_s, plain_s = (statistics.median(totals[k]) for k in ("tracked", "plain"))
+    count = statements // 3 * 3
+    log(f"\n## DDL overhead: {count} statements per side and round, {repeat} rounds")
+    log("| side | median s per round | min s | max s | ms per statement (median round) |")
+    log("|---|---:|---:|---:|---:|")
     for name in ("tracked", "plain"):
-        values = times[name]
-        log(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | {max(values):.3f} |")
+        values = totals[name]
+        log(
+            f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | "
+            f"{max(values):.3f} | {statistics.median(values) / count * 1000:.2f} |"
+        )
     log(
-        f"ratio tracked/plain {tracked / plain:.2f}x; {per:+.2f} ms per statement; "
-        f"{recorded:,} ddl_events rows written (warm-up included)"
+        f"ratio of medians tracked/plain {tracked_s / plain_s:.2f}x; paired difference per "
+        f"statement: median {statistics.median(differences) * 1000:+.2f} ms "
+        f"(of {len(differences)} triplets); {recorded:,} ddl_events rows written"
     )
 
 
@@ -180,6 +195,7 @@ def reports(url: str, events: int, users: int, repeat: int) -> None:
             ("user-activity (roll-up, refresh)", lambda: user_activity(store)),
             ("user-activity (read, no refresh)", lambda: user_activity(read_only)),
             ("user-activity (rollups off)", lambda: user_activity(raw)),
+            ("roll-up refresh, nothing new", lambda: [refresh_ddl_rollup(store)]),
             ("ddl-history (7 days, 200 rows)", lambda: ddl_history(store)),
             ("ddl-impact (30 days, top 50)", lambda: ddl_impact(store)),
         ]
