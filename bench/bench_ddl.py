@@ -140,7 +140,7 @@ def fill(url: str, events: int, users: int) -> float:
                 " (ARRAY['CREATE TABLE', 'ALTER TABLE', 'DROP TABLE', 'GRANT', 'CREATE INDEX'])"
                 "   [1 + i % 5], 'table', 'analytics.t_' || (i % 5000), 'analytics', "
                 " 'ALTER TABLE analytics.t_' || (i % 5000) || ' ADD COLUMN c int', "
-                " 'user_' || (i % :users), '10.0.' || (i % 2) || '.' || (i % :users), 'bench', "
+                " 'user_' || (i % :users), '10.0.' || (i / 7 % 2) || '.' || (i % :users), 'bench', "
                 " pg_current_xact_id()::text::bigint "
                 "FROM generate_series(1, :events) AS i"
             ),
