@@ -8,7 +8,7 @@ package's schema and two event triggers calling them:
   with a serial key records its sequence and index too);
 - ``<schema>_sql_drop`` on ``sql_drop``: one row per object a DROP removed
   (``pg_event_trigger_dropped_objects()``): the object named, and the tables, views and
-  sequences a ``CASCADE`` took with it (not their rows types, constraints or TOAST tables).
+  sequences a ``CASCADE`` took with it (not their row types, constraints or TOAST tables).
 
 Event triggers are per database and only a superuser may create them. The functions are
 ``SECURITY DEFINER`` (owned by that superuser, with a fixed ``search_path``), so any role's DDL
