@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
         ),
         "sync_observability.alerts.sensors",
     ),
+    "make_schema_changes_sensor": "sync_observability.alerts.schema_changes",
     "make_sync_health_checks": "sync_observability.checks",
     "sync_observability_definitions": "sync_observability.definitions",
     **dict.fromkeys(
@@ -75,6 +76,7 @@ _EXPORTS: dict[str, str] = {
 
 if TYPE_CHECKING:
     from sync_observability.alerts.resources import SyncAlerting
+    from sync_observability.alerts.schema_changes import make_schema_changes_sensor
     from sync_observability.alerts.sensors import (
         make_consecutive_failures_sensor,
         make_slow_syncs_sensor,
@@ -153,6 +155,7 @@ __all__ = [
     "WatermarkRewindError",
     "make_asset_observer_sensor",
     "make_consecutive_failures_sensor",
+    "make_schema_changes_sensor",
     "make_slow_syncs_sensor",
     "make_stale_watermarks_sensor",
     "make_stuck_runs_sensor",

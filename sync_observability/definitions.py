@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import dagster as dg
 
 from sync_observability.alerts.resources import SyncAlerting
+from sync_observability.alerts.schema_changes import make_schema_changes_sensor
 from sync_observability.alerts.sensors import SYNC_SENSORS
 from sync_observability.checks import AssetLike, make_sync_health_checks
 from sync_observability.observer import make_asset_observer_sensor
@@ -22,6 +23,7 @@ def sync_observability_definitions(
     assets_to_check: Iterable[AssetLike] = (),
     sensors: bool = True,
     observe: dg.AssetSelection | None = None,
+    watch_schemas: Sequence[str] = (),
 ) -> dg.Definitions:
     """Everything sync_observability adds to a Dagster project, to merge with your own.
 
@@ -40,6 +42,10 @@ def sync_observability_definitions(
             records their materializations and failures from Dagster's event log
             (``dg.AssetSelection.all()``: every asset of this code location). See
             :func:`~sync_observability.observer.make_asset_observer_sensor`.
+        watch_schemas: PostgreSQL schemas whose tables you want to hear about: adds
+            ``sync_schema_changes_sensor``, which alerts when a DROP or ALTER touches a table in
+            them (needs ``sync-obs ddl enable``). See
+            :func:`~sync_observability.alerts.schema_changes.make_schema_changes_sensor`.
 
     Examples:
         .. code-block:: python
@@ -59,6 +65,8 @@ def sync_observability_definitions(
     assets_to_check = list(assets_to_check)
     checks = make_sync_health_checks(assets_to_check, alerting=alerting) if assets_to_check else []
     observers = [make_asset_observer_sensor(observe)] if observe is not None else []
+    if watch_schemas:
+        observers.append(make_schema_changes_sensor(schemas=watch_schemas))
     return dg.Definitions(
         assets=[sync_health_report],
         jobs=[sync_retention_job],

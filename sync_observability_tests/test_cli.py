@@ -272,6 +272,7 @@ def test_every_command_and_subcommand_answers_help() -> None:
         "watermark",
         "partition",
         "roles",
+        "ddl",
         "demo",
         "run",
         "metrics",
@@ -282,6 +283,8 @@ def test_every_command_and_subcommand_answers_help() -> None:
         ("roles", "restrict"),
         ("metrics", "serve"),
     } <= set(paths)
+    assert {("watermark", "set"), ("partition", "enable"), ("roles", "restrict")} <= set(paths)
+    assert {("ddl", "enable"), ("ddl", "disable"), ("ddl", "status")} <= set(paths)
     for path in paths:
         result = CliRunner().invoke(main, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output, result.exception)

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync_observability.alerts.rules import (
     CONSECUTIVE_FAILURES,
+    SCHEMA_CHANGE,
     SLOW_SYNC,
     STALE_WATERMARK,
     STUCK_RUN,
@@ -280,6 +281,8 @@ def resolution_message(alert: Alert, now: dt.datetime) -> str:
         text = f"{who} processed a usual number of records again"
     elif alert.rule == WATERMARK_NOT_MOVING:
         text = f"{who}'s watermark moves again"
+    elif alert.rule == SCHEMA_CHANGE:
+        text = f"the {alert.details.get('command_tag', 'change')} of {who} is past its alert window"
     else:
         text = f"{alert.rule} no longer holds for {who}"
     return f"resolved: {text} (alert open for {_human(now - alert.opened_at)})"

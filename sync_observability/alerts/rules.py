@@ -51,6 +51,7 @@ STALE_WATERMARK = "stale_watermark"
 SLOW_SYNC = "slow_sync"
 VOLUME_ANOMALY = "volume_anomaly"
 WATERMARK_NOT_MOVING = "watermark_not_moving"
+SCHEMA_CHANGE = "schema_change"  # from ddl_events, not sync_state: alerts/schema_changes.py
 RULES = (
     CONSECUTIVE_FAILURES,
     STUCK_RUN,
@@ -58,6 +59,7 @@ RULES = (
     SLOW_SYNC,
     VOLUME_ANOMALY,
     WATERMARK_NOT_MOVING,
+    SCHEMA_CHANGE,
 )
 
 CRITICAL = "critical"

@@ -9,9 +9,10 @@ file that does not exist instead of creating it.
 
 Layout: :mod:`.options` (what commands take) and :mod:`.output` (how they print) are shared;
 :mod:`.migrate`, :mod:`.sync` (status, history), :mod:`.alerts`, :mod:`.archive`,
-:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles`, :mod:`.demo`, :mod:`.run` and
-:mod:`.metrics` hold one command group each, imported when its command runs (:data:`COMMANDS`);
-Dagster, pandas, Alembic and prometheus_client are imported inside the commands that use them.
+:mod:`.report`, :mod:`.watermark`, :mod:`.partition`, :mod:`.roles`, :mod:`.ddl`, :mod:`.demo`,
+:mod:`.run` and :mod:`.metrics` hold one command group each, imported when its command runs
+(:data:`COMMANDS`); Dagster, pandas, Alembic and prometheus_client are imported inside the
+commands that use them.
 
 Examples:
     .. code-block:: console
@@ -42,6 +43,7 @@ COMMANDS = {
     "watermark": "sync_observability.cli.watermark:watermark",
     "partition": "sync_observability.cli.partition:partition",
     "roles": "sync_observability.cli.roles:roles",
+    "ddl": "sync_observability.cli.ddl:ddl",
     "demo": "sync_observability.cli.demo:demo",
     "run": "sync_observability.cli.run:run",
     "metrics": "sync_observability.cli.metrics:metrics",

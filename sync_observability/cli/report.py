@@ -64,8 +64,9 @@ ALL_OPTION = {
 RESOURCE_OPTION = ("cost-trends", "quality-trends")
 CELL_WIDTH = 60
 # Free text wraps within a width; ids, names and times never wrap (headers wrap at words).
-WRAPPING_COLUMNS = {"error_message": 40, "error_summary": 40, "error_codes": 20}
+WRAPPING_COLUMNS = {"error_message": 40, "error_summary": 40, "error_codes": 20, "statement": 40}
 ONE_LINE_COLUMNS = {"sync_id", "resource", "source_system", "target_system", "category"}
+ONE_LINE_COLUMNS |= {"db_session_user", "object_identity", "command_tag"}
 SHORT_ID_COLUMNS = {"sync_id": 8}  # like a short git hash; --json has the whole id
 
 
@@ -155,6 +156,9 @@ def report(
     operation-events  operational events (operation_log) by category
     cost-trends       daily cost, executions and bytes (--resource NAME, --all)
     quality-trends    daily data-quality scores and their trend (--resource NAME, --all)
+    ddl-history       DDL recorded by the event triggers (sync-obs ddl enable), newest first
+    ddl-impact        the objects DDL changed most: creates, alters, drops, grants
+    user-activity     DDL per session user, with today's 2 sigma anomaly (same hours)
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be used together.")

@@ -26,6 +26,7 @@ import pandas as pd
 
 from sync_observability.reports.cold import cold_history
 from sync_observability.reports.dashboard import dashboard, hourly_volume, status, volume_anomalies
+from sync_observability.reports.ddl import ddl_history, ddl_impact, user_activity
 from sync_observability.reports.history import (
     daily_operations,
     daily_volume,
@@ -58,6 +59,9 @@ REPORTS: dict[str, Report] = {
     "operation-events": operation_events,
     "cost-trends": cost_trends,
     "quality-trends": quality_trends,
+    "ddl-history": ddl_history,
+    "ddl-impact": ddl_impact,
+    "user-activity": user_activity,
 }
 """Report name (as ``sync-obs report`` takes it) -> report function."""
 
@@ -69,6 +73,8 @@ __all__ = [
     "daily_operations",
     "daily_volume",
     "dashboard",
+    "ddl_history",
+    "ddl_impact",
     "failures",
     "hourly_volume",
     "operation_events",
@@ -76,5 +82,6 @@ __all__ = [
     "quality_trends",
     "status",
     "top_errors",
+    "user_activity",
     "volume_anomalies",
 ]

@@ -507,3 +507,68 @@ sync_rollup_state = sa.Table(
     sa.Column("refreshed_at", UTCDateTime(), nullable=False),
     sa.CheckConstraint("id = 1", name="single_row"),
 )
+
+
+# -- ddl_events (issue 16) -------------------------------------------------------------------
+
+MAX_STATEMENT_LENGTH = 10_000  # as operation events' messages: a migration script stays readable
+
+# DDL recorded by the PostgreSQL event triggers `sync-obs ddl enable` installs (storage/ddl.py),
+# one row per object a CREATE/ALTER/DROP/GRANT/REVOKE touched; seed 004's automatic DDL tracking.
+# Written only by the triggers' functions, in the DDL's own transaction: rolled back with it.
+# On SQLite the table exists and stays empty.
+ddl_events = sa.Table(
+    "ddl_events",
+    metadata,
+    sa.Column("event_id", AssignedKey, primary_key=True),
+    sa.Column("event_time", UTCDateTime(), nullable=False),
+    # 'CREATE TABLE', 'ALTER TABLE', 'DROP TABLE', 'GRANT', ...: PostgreSQL's command tag.
+    sa.Column("command_tag", sa.String(64), nullable=False),
+    # 'table', 'index', 'table column', ...; identity and schema are NULL for GRANT/REVOKE,
+    # for which PostgreSQL does not name the objects.
+    sa.Column("object_type", sa.String(64)),
+    sa.Column("object_identity", sa.Text),
+    sa.Column("schema_name", sa.String(MAX_NAME_LENGTH)),
+    # The client's whole query text (current_query()), capped at MAX_STATEMENT_LENGTH.
+    sa.Column("statement", sa.Text),
+    sa.Column("db_session_user", sa.String(MAX_NAME_LENGTH), nullable=False),
+    # NULL for a Unix-socket connection (inet_client_addr()).
+    sa.Column("client_address", sa.String(64)),
+    sa.Column("application_name", sa.String(MAX_NAME_LENGTH)),
+    # The DDL's transaction (pg_current_xact_id()); the roll-ups and the schema-changes sensor
+    # read events below the oldest running transaction, so a late commit is never skipped.
+    sa.Column("transaction_id", Count, nullable=False),
+)
+# ddl-history and ddl-impact read a time window; user-activity one user's events; the sensor
+# and the roll-up refresh the transactions since their last read.
+sa.Index("ix_ddl_events_event_time", ddl_events.c.event_time)
+sa.Index("ix_ddl_events_user_time", ddl_events.c.db_session_user, ddl_events.c.event_time)
+sa.Index("ix_ddl_events_transaction_id", ddl_events.c.transaction_id)
+
+# DDL events per hour, session user and client address, rolled up from ddl_events by query
+# (storage/reporting/ddl.py): user-activity reads at most days x 24 x users x addresses rows
+# instead of every event. client_address '' stands for a local (Unix-socket) connection.
+ddl_events_hourly = sa.Table(
+    "ddl_events_hourly",
+    metadata,
+    sa.Column("hour", UTCDateTime(), primary_key=True),
+    sa.Column("db_session_user", sa.String(MAX_NAME_LENGTH), primary_key=True),
+    sa.Column("client_address", sa.String(64), primary_key=True),
+    sa.Column("events", Count, nullable=False),
+    sa.Column("creates", Count, nullable=False),
+    sa.Column("alters", Count, nullable=False),
+    sa.Column("drops", Count, nullable=False),
+    sa.Column("grants", Count, nullable=False),  # GRANT and REVOKE
+    sa.Column("last_event_time", UTCDateTime(), nullable=False),
+)
+
+# One row: ddl_events_hourly holds exactly the events whose rollup key (transaction_id on
+# PostgreSQL, event_id on SQLite, whose writers commit in id order) is below rolled_below.
+ddl_rollup_state = sa.Table(
+    "ddl_rollup_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("rolled_below", Count, nullable=False),
+    sa.Column("refreshed_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
+)
