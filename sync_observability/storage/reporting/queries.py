@@ -238,21 +238,27 @@ def hourly_counts(
 def daily_volume_stats(
     store: SyncStore,
     *,
-    since: dt.datetime,
     until: dt.datetime,
+    days: int,
     beyond_sigmas: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Per resource that synced on ``until``'s UTC day: its daily sync counts over the window.
+    """Per resource that synced on ``until``'s UTC day: its daily sync counts in the same hours.
 
-    ``today`` (that day's syncs), ``days`` (UTC days with syncs, today's included),
-    ``operations`` and ``squares`` (the sum of the counts and of their squares): the exact
-    integers the 2 sigma rule needs (:func:`sync_observability.reports.maths.count_anomaly`).
-    Only resources whose counts vary; with ``beyond_sigmas``, only those whose count today is
-    more than that many standard deviations from their mean, decided in SQL by the same
-    integer test. Most syncs today first, then by resource.
+    The hours compared are the whole hours of ``until``'s UTC day that have ended
+    (:func:`~.hourly_rollups.compared_hours`; none in a day's first hour, and then no rows):
+    today's syncs in them and, for each of the ``days`` UTC days before today, its syncs in the
+    same hours of that day. ``today`` (today's count), ``days`` (days with syncs in those hours,
+    today's included), ``operations`` and ``squares`` (the sum of the counts and of their
+    squares): the exact integers the 2 sigma rule needs
+    (:func:`sync_observability.reports.maths.count_anomaly`). Only resources whose counts vary;
+    with ``beyond_sigmas``, only those whose count today is more than that many standard
+    deviations from their mean, decided in SQL by the same integer test. Most syncs today
+    first, then by resource.
     """
+    if rollup.compared_hours(until) == 0:
+        return []
     coverage = rollup.report_coverage(store)
-    parts = rollup.daily_volume_parts(store, coverage, since, until)
+    parts = rollup.daily_volume_parts(store, coverage, until, days)
     t = parts.today.c
     joined: sa.FromClause = parts.today
     for part in parts.before:
@@ -319,7 +325,7 @@ def error_groups(
 ) -> list[dict[str, Any]]:
     """Failures grouped by resource and the first 100 characters of their message (seed 004)."""
     coverage = rollup.report_coverage(store)
-    p = rollup.error_partials(store, coverage, since, until).c
+    p = rollup.error_partials(store, coverage, since, until, top=limit).c
     # Compared byte-wise on PostgreSQL as on SQLite: the same tie order on both engines, and
     # grouping thousands of groups does not go through the locale's collation.
     resource, summary = _bytewise(store, p.resource), _bytewise(store, p.error_summary)
