@@ -235,7 +235,7 @@ def live_errors(dialect: str, where: Any) -> sa.Select[Any]:
     )
 
 
-def _range(column: sa.ColumnElement[Any], since: dt.datetime, until: dt.datetime) -> Any:
+def _range(column: sa.ColumnElement[Any], since: Any, until: Any) -> Any:
     return sa.and_(column >= since, column < until)
 
 
@@ -379,7 +379,7 @@ def _insert_rollups(conn: sa.Connection, dialect: str, where: Any, measures: Seq
     )
 
 
-def pending_runs(rolled: tuple[dt.datetime, dt.datetime]) -> Any:
+def pending_runs(rolled: tuple[Any, Any]) -> Any:
     """The ``sync_history`` rows of the rolled hours ``rolled`` that the roll-ups left out
     (running when their hour was rolled up): reports read them live."""
     return sa.exists().where(_LISTED_RUN, _range(sync_rollup_pending.c.sync_start_time, *rolled))
@@ -564,7 +564,7 @@ def split_window(coverage: Coverage | None, since: dt.datetime, until: dt.dateti
     return Split((low, high), tuple(live))
 
 
-def live_where(column: sa.ColumnElement[Any], part: tuple[dt.datetime, dt.datetime, bool]) -> Any:
+def live_where(column: sa.ColumnElement[Any], part: tuple[Any, Any, bool]) -> Any:
     since, until, inclusive = part
     return sa.and_(column >= since, column <= until if inclusive else column < until)
 
@@ -616,15 +616,47 @@ _ERROR_COLUMNS = (
 )
 
 
-def error_partials(
+@dataclasses.dataclass(frozen=True)
+class ErrorWindow:
+    """A window of :func:`error_partials`: its shape (whether it has rolled hours; whether each
+    live range includes its end) and the bound values of its ranges."""
+
+    shape: tuple[bool, tuple[bool, ...]]
+    params: dict[str, dt.datetime]
+
+
+def error_window(
     store: SyncStore,
     coverage: Coverage | None,
     since: dt.datetime,
     until: dt.datetime,
     *,
     top: int | None = None,
+) -> ErrorWindow:
+    """``[since, until]`` split for :func:`error_partials`; with ``top``, the failure groups of
+    its rolled hours are summed first when they are not yet (:func:`ensure_error_group_sums`)."""
+    split = split_window(coverage, since, until)
+    params: dict[str, dt.datetime] = {}
+    if split.rolled is not None:
+        params["rolled_from"], params["rolled_until"] = split.rolled
+        if top is not None and rollups_mode(store) == "refresh":
+            ensure_error_group_sums(store, *split.rolled)
+    for i, (start, end, _) in enumerate(split.live):
+        params[f"live{i}_from"], params[f"live{i}_until"] = start, end
+    shape = (split.rolled is not None, tuple(inclusive for _, _, inclusive in split.live))
+    return ErrorWindow(shape, params)
+
+
+def _bound(name: str) -> sa.BindParameter[dt.datetime]:
+    return sa.bindparam(name, type_=UTCDateTime())
+
+
+def error_partials(
+    dialect: str, shape: tuple[bool, tuple[bool, ...]], *, top: int | None = None
 ) -> sa.Subquery:
-    """Failed runs per (hour, resource, message summary) over ``[since, until]``.
+    """Failed runs per (hour, resource, message summary) over an :class:`ErrorWindow` of
+    ``shape``, its ranges as bound parameters (the statement is the same for every window of
+    that shape: built once, see ``queries.error_groups``).
 
     With ``top``: only the groups that can be among the ``top`` most frequent, for a report
     that keeps those. The rolled hours then come from their sums per group
@@ -632,29 +664,27 @@ def error_partials(
     that also failed in the hours read live. Any other group has fewer failures than ``top``
     groups, so it cannot rank among them (ties included: it is strictly below).
     """
-    split = split_window(coverage, since, until)
+    has_rolled, live_shape = shape
+    rolled = (_bound("rolled_from"), _bound("rolled_until"))
     live: list[sa.Select[Any]] = []
-    if split.rolled is not None:
-        live.append(live_errors(store.dialect, pending_runs(split.rolled)))
-    for part in split.live:
-        live.append(live_errors(store.dialect, live_where(sync_history.c.sync_start_time, part)))
-    if split.rolled is None:
+    if has_rolled:
+        live.append(live_errors(dialect, pending_runs(rolled)))
+    for i, inclusive in enumerate(live_shape):
+        part = (_bound(f"live{i}_from"), _bound(f"live{i}_until"), inclusive)
+        live.append(live_errors(dialect, live_where(sync_history.c.sync_start_time, part)))
+    if not has_rolled:
         return sa.union_all(*live).subquery("error_partials")
     e = sync_history_hourly_errors.c
-    hourly = sa.select(e.hour, *(e[name] for name in _ERROR_COLUMNS)).where(
-        _range(e.hour, *split.rolled)
-    )
+    hourly = sa.select(e.hour, *(e[name] for name in _ERROR_COLUMNS)).where(_range(e.hour, *rolled))
     if top is None:
         return sa.union_all(hourly, *live).subquery("error_partials")
-    if rollups_mode(store) == "refresh":
-        ensure_error_group_sums(store, *split.rolled)
     live_failures = sa.union_all(*live).cte("live_failures")  # read once, used twice
-    parts = _summed_errors(split.rolled, live_failures, top, hourly)
+    parts = _summed_errors(rolled, live_failures, top, hourly)
     return sa.union_all(*parts, sa.select(live_failures)).subquery("error_partials")
 
 
 def _summed_errors(
-    rolled: tuple[dt.datetime, dt.datetime],
+    rolled: tuple[Any, Any],
     live: sa.CTE,
     top: int,
     hourly: sa.Select[Any],
