@@ -211,7 +211,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=float, default=0.42)
     parser.add_argument("--before", default="main", help="git revision measured as the baseline")
     parser.add_argument(
-        "--after", help="git revision measured against it (default: this tree as it is)"
+        "--after",
+        help="git revision (or a directory holding a copy of the tree) measured against it "
+        "(default: this tree as it is)",
     )
     parser.add_argument("--plans", action="store_true", help="print every EXPLAIN in full")
     parser.add_argument(
@@ -245,7 +247,11 @@ def main(argv: list[str] | None = None) -> None:
         tempfile.TemporaryDirectory(prefix="bench_budgets_") as after_tree,
     ):
         export_tree(args.before, before_tree)
-        after_root = export_tree(args.after, after_tree) if args.after else ROOT
+        after_root = ROOT
+        if args.after and os.path.isdir(args.after):
+            after_root = args.after  # a copy of a tree, uncommitted changes included
+        elif args.after:
+            after_root = export_tree(args.after, after_tree)
         try:
             log(f"generating {args.rows:,} rows at {args.resources:,} resources in {args.schema}")
             data = run_phase(before_tree, "generate", args)
