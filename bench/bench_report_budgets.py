@@ -145,6 +145,9 @@ def run_phase(tree: str, phase: str, args: argparse.Namespace, **extra: str) -> 
         command += [f"--{key}", value]
     env = {**os.environ, "PYTHONPATH": tree}
     done = subprocess.run(command, env=env, check=True, stdout=subprocess.PIPE, text=True)
+    if phase == "drop":
+        return {}
+    log(f"{phase} {extra.get('label', '')}: {done.stdout[:300]}")
     return json.loads(done.stdout)
 
 
@@ -221,6 +224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--results", nargs=2, help="(compare phase) before.json after.json")
     parser.add_argument("--schema", default=f"bench_budgets_{uuid.uuid4().hex[:8]}")
+    parser.add_argument("--save", help="write PREFIX.before.json and PREFIX.after.json")
     parser.add_argument("--now", help="(time phase) the reports' now")
     parser.add_argument("--label", default="", help="(time phase) before or after")
     return parser.parse_args(argv)
@@ -258,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
             log(f"generated {data['rows']:,} rows in {data['seconds']:.0f} s; now = {data['now']}")
             before = run_phase(before_tree, "time", args, now=data["now"], label="before")
             after = run_phase(after_root, "time", args, now=data["now"], label="after")
+            if args.save:  # both phases' figures and plans, for --phase compare
+                for name, result in (("before", before), ("after", after)):
+                    with open(f"{args.save}.{name}.json", "w") as out:
+                        json.dump(result, out)
         finally:
             run_phase(ROOT, "drop", args)
     print(
