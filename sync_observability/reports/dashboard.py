@@ -215,19 +215,21 @@ def volume_anomalies(
     whose count varies (sd > 0), NORMAL ones included (``sync-obs report volume-anomalies
     --all``). Most syncs today first, then by resource.
 
-    The window is the seed's: ``days`` x 24 hours back from ``now``, by UTC day (its first
-    day counts from ``now`` - ``days`` days on, and today up to ``now``).
+    Today is compared with the *same hours* of earlier days, not with whole days (a partial
+    day against whole ones made every resource look quiet until evening): the hours are those
+    of ``now``'s UTC day that have ended (at 14:35, 00:00 to 14:00), and the window is today
+    plus the ``days`` UTC days before it, each counted over those hours. In the first hour of
+    a UTC day no hour has ended: nothing is assessed (no rows).
 
     Returns:
         ``resource``, ``today_operations``, ``avg_daily_operations``,
         ``stddev_daily_operations``, ``active_days``, ``activity_assessment``.
     """
     now = as_of(now)
-    since = maths.rolling_window(now, check_days(days))
     found = queries.daily_volume_stats(
         store,
-        since=since,
         until=now,
+        days=check_days(days),
         beyond_sigmas=None if include_normal else maths.ANOMALY_SIGMAS,
     )
     rows = []

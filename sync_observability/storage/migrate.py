@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sync_observability")
 
 VERSION_TABLE = "sync_observability_alembic_version"
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 """The newest migration shipped (test_migrations checks it against Alembic's head)."""
 # An arbitrary constant shared by every process that migrates these tables.
 _ADVISORY_LOCK_KEY = 0x5359_4E43_4F42_53

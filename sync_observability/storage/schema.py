@@ -464,26 +464,63 @@ sa.Index("ix_sync_history_hourly_errors_hour", sync_history_hourly_errors.c.hour
 
 # Syncs started per resource and UTC day, for the whole days the hourly roll-ups hold: the
 # daily counts the volume-anomalies report compares (see hourly_rollups.refresh_rollups).
+# before_HH: those that started before HH:00 UTC (the same hours of earlier days as today's).
 sync_history_daily = sa.Table(
     "sync_history_daily",
     metadata,
     sa.Column("day", UTCDateTime(), primary_key=True),  # midnight UTC
     sa.Column("resource", sa.String(MAX_NAME_LENGTH), primary_key=True),
     sa.Column("operations", Count, nullable=False),
+    *(
+        sa.Column(f"before_{hour:02d}", Count, nullable=False, server_default="0")
+        for hour in range(1, 24)
+    ),
 )
 
-# Per resource, over the days [from_day, until_day) of sync_history_daily: the number of days
-# with syncs, their syncs and the sum of the squared daily counts (the mean and the deviation
-# of the volume-anomalies baseline). Computed once per range; dropped with the days it covers.
+# Per resource, over the days [from_day, until_day) of sync_history_daily, each counted before
+# ``hours``:00 UTC (24: whole days): the number of days with syncs, their syncs and the sum of
+# the squared daily counts (the mean and the deviation of the volume-anomalies baseline).
+# Computed once per range and hour; dropped with the days it covers.
 sync_volume_baseline = sa.Table(
     "sync_volume_baseline",
     metadata,
     sa.Column("from_day", UTCDateTime(), primary_key=True),
     sa.Column("until_day", UTCDateTime(), primary_key=True),
+    sa.Column("hours", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("resource", sa.String(MAX_NAME_LENGTH), primary_key=True),
     sa.Column("days", Count, nullable=False),
     sa.Column("operations", Count, nullable=False),
     sa.Column("squares", Count, nullable=False),
+)
+
+# The failure groups of sync_history_hourly_errors summed over one range of rolled hours
+# [from_hour, until_hour) (the top-errors report's window), once per range: the report then
+# reads only the groups that can reach its top rows. Dropped with the hours it covers.
+sync_error_group_sums = sa.Table(
+    "sync_error_group_sums",
+    metadata,
+    sa.Column("row_id", AssignedKey, primary_key=True),
+    sa.Column("from_hour", UTCDateTime(), nullable=False),
+    sa.Column("until_hour", UTCDateTime(), nullable=False),
+    sa.Column("resource", sa.String(MAX_NAME_LENGTH), nullable=False),
+    sa.Column("error_summary", sa.Text),
+    sa.Column("failures", Count, nullable=False),
+    sa.Column("durations", Count, nullable=False),
+    sa.Column("duration_ms_sum", Count, nullable=False),
+    sa.Column("first_start", UTCDateTime(), nullable=False),
+    sa.Column("last_start", UTCDateTime(), nullable=False),
+)
+sa.Index(
+    "ix_sync_error_group_sums_failures",
+    sync_error_group_sums.c.from_hour,
+    sync_error_group_sums.c.until_hour,
+    sync_error_group_sums.c.failures,
+)
+sa.Index(
+    "ix_sync_error_group_sums_resource",
+    sync_error_group_sums.c.from_hour,
+    sync_error_group_sums.c.until_hour,
+    sync_error_group_sums.c.resource,
 )
 
 # The runs that were still running when their hour was rolled up: left out of

@@ -255,6 +255,50 @@ def test_volume_anomalies_two_sigma(store):
     assert tomorrow == []
 
 
+def test_volume_anomalies_compare_the_same_hours_of_earlier_days(store):
+    """Today's ended hours against the same hours of earlier days, not against whole days.
+
+    At 12:30 a resource syncing every 2 hours has 7 syncs today (00:00 to 12:00) against 11 or
+    12 on whole earlier days: compared whole, it would be ANOMALY_LOW every morning. Compared
+    over 00:00-12:00 on every day it is normal; a real burst in those hours is still found, and
+    syncs in the hour not yet ended (12:00-12:30) wait for it to end.
+    """
+    days = [at("06-07 00:00") + dt.timedelta(days=d) for d in range(8)]
+    skipped = {at("06-09 04:00"), at("06-12 04:00"), at("06-10 09:00")}
+    runs = [
+        Run("etl/every2h", day + dt.timedelta(hours=h), 1) for day in days for h in range(0, 24, 2)
+    ]
+    runs += [Run("etl/every2h", at(f"06-15 {h:02d}:00"), 1) for h in range(0, 13, 2)]
+    runs += [Run("etl/burst", day + dt.timedelta(hours=h), 1) for day in days for h in (1, 9, 20)]
+    burst = ("01:00", "01:20", "01:40", "05:00", "09:00", "09:30")
+    runs += [Run("etl/burst", at(f"06-15 {t}"), 1) for t in burst]
+    runs += [Run("etl/late", day + dt.timedelta(hours=12, minutes=10), 1) for day in days]
+    runs += [Run("etl/late", day + dt.timedelta(hours=13), 1) for day in days[::2]]
+    runs += [Run("etl/late", at("06-15 12:10"), 1)]
+    add_runs(store, [run for run in runs if run.start not in skipped])
+    rows = records(volume_anomalies(store, now=NOW, include_normal=True))
+    assert [
+        (r["resource"], r["today_operations"], r["active_days"], r["activity_assessment"])
+        for r in rows
+    ] == [
+        ("etl/burst", 6, 9, "ANOMALY_HIGH"),
+        ("etl/every2h", 6, 9, "NORMAL"),  # not ANOMALY_LOW: 7 today against 11 or 12 a day
+    ]  # etl/late synced today in the hour that has not ended (12:00-12:30) only
+    every2h = [6, 6, 5, 6, 6, 5, 6, 6, 6]  # 00:00-12:00 of 06-07..06-14, then today
+    assert rows[1]["avg_daily_operations"] == round(statistics.mean(every2h), 2)
+    assert rows[1]["stddev_daily_operations"] == round(statistics.stdev(every2h), 2)
+    assert records(volume_anomalies(store, now=NOW)) == [rows[0]]
+    # The roll-ups give what sync_history alone gives, at other hours too.
+    live = SyncStore(store.engine, schema=store.schema, auto_migrate=False, rollups="off")
+    for when in (at("06-15 10:00"), at("06-16 05:00")):
+        for window in (1, 30):
+            assert records(
+                volume_anomalies(store, now=when, days=window, include_normal=True)
+            ) == records(volume_anomalies(live, now=when, days=window, include_normal=True))
+    # In the first hour of a UTC day no hour has ended: nothing is assessed.
+    assert records(volume_anomalies(store, now=at("06-15 00:59"), include_normal=True)) == []
+
+
 def test_volume_anomalies_on_known_history(store, known):
     assert records(volume_anomalies(store, now=NOW)) == []
     rows = records(volume_anomalies(store, now=NOW, include_normal=True))

@@ -45,9 +45,18 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from sync_observability.clock import DAY, ceil_day, ceil_hour, floor_day, floor_hour, utcnow
+from sync_observability.clock import (
+    DAY,
+    HOUR,
+    ceil_day,
+    ceil_hour,
+    floor_day,
+    floor_hour,
+    utcnow,
+)
 from sync_observability.storage.schema import (
     UTCDateTime,
+    sync_error_group_sums,
     sync_history,
     sync_history_daily,
     sync_history_hourly,
@@ -87,6 +96,56 @@ def time_bucket(
         )
     # SQLite stores naive UTC text in UTCDateTime's fixed format (microseconds included).
     return sa.func.strftime(sa.literal_column(_TRUNCATED[unit]), column, type_=UTCDateTime())
+
+
+def hour_of_day(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+    """The UTC hour (0 to 23) of ``column``."""
+    if dialect == "postgresql":
+        return sa.cast(
+            sa.func.date_part(
+                sa.literal_column("'hour'"), sa.func.timezone(sa.literal_column("'UTC'"), column)
+            ),
+            sa.Integer,
+        )
+    return sa.cast(sa.func.strftime(sa.literal_column("'%H'"), column), sa.Integer)
+
+
+# sync_history_daily's counts of the syncs started before 01:00, ..., 23:00 UTC.
+BEFORE_HOURS = tuple(range(1, 24))
+
+
+def before_column(table: sa.FromClause, hours: int) -> sa.ColumnElement[int]:
+    """A daily roll-up's count of the day's syncs before ``hours``:00 UTC (1 to 24)."""
+    return table.c["operations"] if hours == 24 else table.c[f"before_{hours:02d}"]
+
+
+def keyed_daily_counts(
+    dialect: str, time: sa.ColumnElement[dt.datetime], key: sa.ColumnElement[str], where: Any
+) -> sa.Select[Any]:
+    """Rows matching ``where`` counted per UTC day of ``time`` and ``key``, as ``day``, ``key``,
+    ``operations`` and ``before_01`` .. ``before_23`` (those before 01:00 .. 23:00 UTC), in day
+    order: the shape of ``sync_history_daily``, for any table with a time and a key column (the
+    same-hours comparison of :func:`daily_volume_parts` reads one value per key and day).
+    """
+    runs = sa.select(
+        time_bucket(dialect, time, "day").label("day"),
+        key.label("key"),
+        hour_of_day(dialect, time).label("hour"),
+    ).where(where)
+    r = runs.subquery("runs").c
+    return (
+        sa.select(
+            r.day,
+            r.key,
+            sa.func.count().label("operations"),
+            *(
+                sa.func.count().filter(r.hour < hour).label(f"before_{hour:02d}")
+                for hour in BEFORE_HOURS
+            ),
+        )
+        .group_by(r.day, r.key)
+        .order_by(r.day)
+    )
 
 
 def _metric(dialect: str, table: sa.FromClause, name: str, sql_type: Any) -> Any:
@@ -176,7 +235,7 @@ def live_errors(dialect: str, where: Any) -> sa.Select[Any]:
     )
 
 
-def _range(column: sa.ColumnElement[Any], since: dt.datetime, until: dt.datetime) -> Any:
+def _range(column: sa.ColumnElement[Any], since: Any, until: Any) -> Any:
     return sa.and_(column >= since, column < until)
 
 
@@ -203,12 +262,15 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
 
     def check(conn: sa.Connection) -> Coverage | None:
         """Without a lock: the coverage when nothing closed or finished since the last refresh."""
-        state = conn.execute(sa.select(sync_rollup_state)).one_or_none()
-        if state is None or floor_hour(utcnow() - GRACE) > state.rolled_until:
-            return None
-        if conn.execute(
-            sa.select(sa.exists().select_from(sync_rollup_pending).where(ended))
-        ).scalar_one():
+        s = sync_rollup_state.c
+        state = conn.execute(  # one round trip: the state and whether a listed run ended
+            sa.select(
+                s.rolled_from,
+                s.rolled_until,
+                sa.exists().select_from(sync_rollup_pending).where(ended).label("ended"),
+            )
+        ).one_or_none()
+        if state is None or floor_hour(utcnow() - GRACE) > state.rolled_until or state.ended:
             return None
         return Coverage(state.rolled_from, state.rolled_until)
 
@@ -246,14 +308,18 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
             if following is not None:
                 until = min(closed, max(current, floor_hour(following)) + FILL_STEP)
         measures = list(hourly_measures(dialect, sync_history))  # not built by the check above
+        sums = sync_error_group_sums.c
         if until > current:  # after a backfill, current's hours may be rolled: redone below
             for table in (sync_history_hourly, sync_history_hourly_errors):
                 conn.execute(sa.delete(table).where(table.c.hour >= current))
             conn.execute(sa.delete(sync_rollup_pending).where(p.sync_start_time >= current))
+            conn.execute(sa.delete(sync_error_group_sums).where(sums.until_hour > current))
         # Listed runs that have finished (or are gone) are marked first, so that the rows
         # added and the rows deleted below are the same ones whatever finishes meanwhile (a
         # finished run never changes again).
-        conn.execute(sa.update(sync_rollup_pending).where(ended).values(finished=True))
+        marked = conn.execute(sa.update(sync_rollup_pending).where(ended).values(finished=True))
+        if marked.rowcount:  # their failures join rolled hours that cached sums may cover
+            conn.execute(sa.delete(sync_error_group_sums))
         done = sa.exists().where(_LISTED_RUN, p.finished)
         _insert_rollups(conn, dialect, done, measures)
         conn.execute(sa.delete(sync_rollup_pending).where(p.finished))
@@ -283,6 +349,7 @@ def refresh_rollups(store: SyncStore) -> Coverage | None:
     # growing tables instead of their indexes). Autovacuum's analyze comes later, and is
     # enough for hourly refreshes.
     rolled, analyzed = dt.timedelta(0), dt.timedelta(0)
+    _ENSURED.pop(store, None)  # this refresh may drop cached sums: look again
     more = True
     while more:
         coverage, more, step = store.db.write(tx, "refresh report roll-ups")
@@ -312,7 +379,7 @@ def _insert_rollups(conn: sa.Connection, dialect: str, where: Any, measures: Seq
     )
 
 
-def pending_runs(rolled: tuple[dt.datetime, dt.datetime]) -> Any:
+def pending_runs(rolled: tuple[Any, Any]) -> Any:
     """The ``sync_history`` rows of the rolled hours ``rolled`` that the roll-ups left out
     (running when their hour was rolled up): reports read them live."""
     return sa.exists().where(_LISTED_RUN, _range(sync_rollup_pending.c.sync_start_time, *rolled))
@@ -345,26 +412,41 @@ def _refresh_days(
     if until <= start:
         return
     h = sync_history.c
-    day = time_bucket(store.dialect, h.sync_start_time, "day").label("day")
-    counts = (
-        sa.select(day, h.resource, sa.func.count().label("operations"))
-        .where(_range(h.sync_start_time, start, until))
-        .group_by(day, h.resource)
-        .order_by(sa.literal_column("day"))
+    counts = keyed_daily_counts(
+        store.dialect, h.sync_start_time, h.resource, _range(h.sync_start_time, start, until)
     )
+    befores = [f"before_{hour:02d}" for hour in BEFORE_HOURS]
     statement = store.db.insert(sync_history_daily).from_select(
-        ["day", "resource", "operations"], counts
+        ["day", "resource", "operations", *befores], counts
     )
     conn.execute(
         statement.on_conflict_do_update(
             index_elements=["day", "resource"],
-            set_={"operations": d.operations + statement.excluded.operations},
+            set_={name: d[name] + statement.excluded[name] for name in ("operations", *befores)},
         )
     )
 
 
 _MAY_REFRESH: weakref.WeakKeyDictionary[SyncStore, bool] = weakref.WeakKeyDictionary()
+# Per store, the cached sums (baseline, error groups) this process last found or made, by what
+# they cache: a report asks the database again only when its range changes (hourly). A cache
+# dropped since (by a backfill, retention, another process's range) costs nothing but speed:
+# the reports' statements read the roll-ups themselves when their cached sums are missing.
+_ENSURED: weakref.WeakKeyDictionary[SyncStore, dict[str, tuple[Any, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ensured(store: SyncStore, what: str, key: tuple[Any, ...]) -> bool:
+    return _ENSURED.get(store, {}).get(what) == key
+
+
+def _remember(store: SyncStore, what: str, key: tuple[Any, ...]) -> None:
+    _ENSURED.setdefault(store, {})[what] = key
+
+
 _ROLLUP_TABLES = (
+    sync_error_group_sums,
     sync_history_hourly,
     sync_history_hourly_errors,
     sync_history_daily,
@@ -440,6 +522,8 @@ def retire_before(store: SyncStore, before: dt.datetime) -> None:
             return
         for table in (sync_history_hourly, sync_history_hourly_errors):
             conn.execute(sa.delete(table).where(table.c.hour < boundary))
+        sums = sync_error_group_sums.c
+        conn.execute(sa.delete(sync_error_group_sums).where(sums.from_hour < boundary))
         conn.execute(
             sa.delete(sync_rollup_pending).where(sync_rollup_pending.c.sync_start_time < boundary)
         )
@@ -480,7 +564,7 @@ def split_window(coverage: Coverage | None, since: dt.datetime, until: dt.dateti
     return Split((low, high), tuple(live))
 
 
-def live_where(column: sa.ColumnElement[Any], part: tuple[dt.datetime, dt.datetime, bool]) -> Any:
+def live_where(column: sa.ColumnElement[Any], part: tuple[Any, Any, bool]) -> Any:
     since, until, inclusive = part
     return sa.and_(column >= since, column <= until if inclusive else column < until)
 
@@ -521,42 +605,185 @@ def hourly_partials(
     return sa.union_all(*parts).subquery("partials")
 
 
-def error_partials(
-    store: SyncStore, coverage: Coverage | None, since: dt.datetime, until: dt.datetime
-) -> sa.Subquery:
-    """Failed runs per (hour, resource, message summary) over ``[since, until]``."""
+_ERROR_COLUMNS = (
+    "resource",
+    "error_summary",
+    "failures",
+    "durations",
+    "duration_ms_sum",
+    "first_start",
+    "last_start",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorWindow:
+    """A window of :func:`error_partials`: its shape (whether it has rolled hours; whether each
+    live range includes its end) and the bound values of its ranges."""
+
+    shape: tuple[bool, tuple[bool, ...]]
+    params: dict[str, dt.datetime]
+
+
+def error_window(
+    store: SyncStore,
+    coverage: Coverage | None,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    top: int | None = None,
+) -> ErrorWindow:
+    """``[since, until]`` split for :func:`error_partials`; with ``top``, the failure groups of
+    its rolled hours are summed first when they are not yet (:func:`ensure_error_group_sums`)."""
     split = split_window(coverage, since, until)
-    parts: list[sa.Select[Any]] = []
+    params: dict[str, dt.datetime] = {}
     if split.rolled is not None:
+        params["rolled_from"], params["rolled_until"] = split.rolled
+        if top is not None and rollups_mode(store) == "refresh":
+            ensure_error_group_sums(store, *split.rolled)
+    for i, (start, end, _) in enumerate(split.live):
+        params[f"live{i}_from"], params[f"live{i}_until"] = start, end
+    shape = (split.rolled is not None, tuple(inclusive for _, _, inclusive in split.live))
+    return ErrorWindow(shape, params)
+
+
+def _bound(name: str) -> sa.BindParameter[dt.datetime]:
+    return sa.bindparam(name, type_=UTCDateTime())
+
+
+def error_partials(
+    dialect: str, shape: tuple[bool, tuple[bool, ...]], *, top: int | None = None
+) -> sa.Subquery:
+    """Failed runs per (hour, resource, message summary) over an :class:`ErrorWindow` of
+    ``shape``, its ranges as bound parameters (the statement is the same for every window of
+    that shape: built once, see ``queries.error_groups``).
+
+    With ``top``: only the groups that can be among the ``top`` most frequent, for a report
+    that keeps those. The rolled hours then come from their sums per group
+    (:func:`ensure_error_group_sums`): those whose sum reaches the ``top``-th largest, and those
+    that also failed in the hours read live. Any other group has fewer failures than ``top``
+    groups, so it cannot rank among them (ties included: it is strictly below).
+    """
+    has_rolled, live_shape = shape
+    rolled = (_bound("rolled_from"), _bound("rolled_until"))
+    live: list[sa.Select[Any]] = []
+    if has_rolled:
+        live.append(live_errors(dialect, pending_runs(rolled)))
+    for i, inclusive in enumerate(live_shape):
+        part = (_bound(f"live{i}_from"), _bound(f"live{i}_until"), inclusive)
+        live.append(live_errors(dialect, live_where(sync_history.c.sync_start_time, part)))
+    if not has_rolled:
+        return sa.union_all(*live).subquery("error_partials")
+    e = sync_history_hourly_errors.c
+    hourly = sa.select(e.hour, *(e[name] for name in _ERROR_COLUMNS)).where(_range(e.hour, *rolled))
+    if top is None:
+        return sa.union_all(hourly, *live).subquery("error_partials")
+    live_failures = sa.union_all(*live).cte("live_failures")  # read once, used twice
+    parts = _summed_errors(rolled, live_failures, top, hourly)
+    return sa.union_all(*parts, sa.select(live_failures)).subquery("error_partials")
+
+
+def _summed_errors(
+    rolled: tuple[Any, Any],
+    live: sa.CTE,
+    top: int,
+    hourly: sa.Select[Any],
+) -> list[sa.Select[Any]]:
+    """The rolled hours' groups that can reach the ``top``: from the cached sums when there are
+    some for ``rolled``, else every hourly row (both in one statement)."""
+    g = sync_error_group_sums.c
+    key = sa.and_(g.from_hour == rolled[0], g.until_hour == rolled[1])
+    kth = sa.func.coalesce(
+        sa.select(g.failures)
+        .where(key)
+        .order_by(g.failures.desc())
+        .offset(top - 1)
+        .limit(1)
+        .scalar_subquery(),
+        0,
+    )
+    columns = (g.from_hour.label("hour"), *(g[name] for name in _ERROR_COLUMNS))
+    reaching = sa.select(*columns).where(key, g.failures >= kth)
+    groups = sa.select(live.c.resource, live.c.error_summary).distinct().subquery("live_groups")
+    also_live = (
+        sa.select(*columns)
+        .join_from(
+            sync_error_group_sums,
+            groups,
+            sa.and_(
+                g.resource == groups.c.resource,
+                g.error_summary.is_not_distinct_from(groups.c.error_summary),
+            ),
+        )
+        .where(key, g.failures < kth)
+    )
+    return [reaching, also_live, hourly.where(~sa.exists().where(key))]
+
+
+def ensure_error_group_sums(
+    store: SyncStore, from_hour: dt.datetime, until_hour: dt.datetime
+) -> None:
+    """Sum ``sync_history_hourly_errors`` over ``[from_hour, until_hour)`` per (resource, message
+    summary), once per range, while those hours are rolled up (checked under the state row's
+    lock); the sums of any other range are dropped (the top-errors window moves hourly)."""
+    if _ensured(store, "errors", (from_hour, until_hour)):
+        return
+    g = sync_error_group_sums.c
+    key = sa.and_(g.from_hour == from_hour, g.until_hour == until_hour)
+    found = sa.select(sa.exists().where(key))
+    if store.db.read(lambda conn: conn.execute(found).scalar_one(), "check error group sums"):
+        _remember(store, "errors", (from_hour, until_hour))
+        return
+
+    def tx(conn: sa.Connection) -> None:
+        state = conn.execute(sa.select(sync_rollup_state).with_for_update()).one_or_none()
+        if state is None or conn.execute(found).scalar_one():
+            return
+        if not state.rolled_from <= from_hour < until_hour <= state.rolled_until:
+            return
         e = sync_history_hourly_errors.c
-        parts.append(
+        sums = (
             sa.select(
-                e.hour,
+                sa.literal(from_hour, UTCDateTime()),
+                sa.literal(until_hour, UTCDateTime()),
                 e.resource,
                 e.error_summary,
-                e.failures,
-                e.durations,
-                e.duration_ms_sum,
-                e.first_start,
-                e.last_start,
-            ).where(_range(e.hour, *split.rolled))
+                sa.func.sum(e.failures),
+                sa.func.sum(e.durations),
+                sa.func.sum(e.duration_ms_sum),
+                sa.func.min(e.first_start),
+                sa.func.max(e.last_start),
+            )
+            .where(_range(e.hour, from_hour, until_hour))
+            .group_by(e.resource, e.error_summary)
         )
-        parts.append(live_errors(store.dialect, pending_runs(split.rolled)))
-    for live in split.live:
-        parts.append(live_errors(store.dialect, live_where(sync_history.c.sync_start_time, live)))
-    return sa.union_all(*parts).subquery("error_partials")
+        conn.execute(sa.delete(sync_error_group_sums).where(~key))
+        columns = ["from_hour", "until_hour", *_ERROR_COLUMNS]
+        conn.execute(sa.insert(sync_error_group_sums).from_select(columns, sums))
+        if store.dialect == "postgresql":  # a new range: the planner's estimates need it
+            conn.exec_driver_sql("ANALYZE sync_error_group_sums")
+
+    store.db.write(tx, "sum the error groups")
+    _remember(store, "errors", (from_hour, until_hour))
 
 
-def ensure_baseline(store: SyncStore, from_day: dt.datetime, until_day: dt.datetime) -> None:
-    """Sum ``sync_history_daily`` over ``[from_day, until_day)`` per resource, once per range.
+def ensure_baseline(
+    store: SyncStore, from_day: dt.datetime, until_day: dt.datetime, hours: int = 24
+) -> None:
+    """Sum ``sync_history_daily``'s counts before ``hours``:00 UTC over ``[from_day, until_day)``
+    per resource, once per range and hour (24: whole days).
 
     Only while those days are rolled up (checked under the state row's lock, which refreshes,
-    backfills and retention take to change them); sums of older ranges are dropped.
+    backfills and retention take to change them); the sums of any other range or hour are
+    dropped (a report's range and hour change at most once an hour).
     """
+    if _ensured(store, "volume", (from_day, until_day, hours)):
+        return
     b = sync_volume_baseline.c
-    key = sa.and_(b.from_day == from_day, b.until_day == until_day)
+    key = sa.and_(b.from_day == from_day, b.until_day == until_day, b.hours == hours)
     found = sa.select(sa.exists().where(key))
     if store.db.read(lambda conn: conn.execute(found).scalar_one(), "check volume baseline"):
+        _remember(store, "volume", (from_day, until_day, hours))
         return
 
     def tx(conn: sa.Connection) -> None:
@@ -567,69 +794,29 @@ def ensure_baseline(store: SyncStore, from_day: dt.datetime, until_day: dt.datet
         if not first <= from_day < until_day <= end:
             return
         d = sync_history_daily.c
+        counted = before_column(sync_history_daily, hours)
         sums = (
             sa.select(
                 sa.literal(from_day, UTCDateTime()),
                 sa.literal(until_day, UTCDateTime()),
+                sa.literal(hours, sa.Integer),
                 d.resource,
                 sa.func.count(),
-                sa.func.sum(d.operations),
-                sa.func.sum(d.operations * d.operations),
+                sa.func.sum(counted),
+                sa.func.sum(counted * counted),
             )
-            .where(_range(d.day, from_day, until_day))
+            .where(_range(d.day, from_day, until_day), counted > 0)
             .group_by(d.resource)
             .order_by(d.resource)  # a range's rows on adjacent pages
         )
-        conn.execute(sa.delete(sync_volume_baseline).where(b.until_day < until_day))
-        columns = ["from_day", "until_day", "resource", "days", "operations", "squares"]
+        conn.execute(sa.delete(sync_volume_baseline).where(~key))
+        columns = ["from_day", "until_day", "hours", "resource", "days", "operations", "squares"]
         conn.execute(sa.insert(sync_volume_baseline).from_select(columns, sums))
         if store.dialect == "postgresql":  # a new range: the planner's estimates need it
             conn.exec_driver_sql("ANALYZE sync_volume_baseline")
 
     store.db.write(tx, "sum the volume baseline")
-
-
-def _first_day(since: dt.datetime, day_end: dt.datetime, *, held: bool) -> sa.Subquery:
-    """``(resource, days, operations, squares)`` of the syncs in ``[since, day_end)``, the part
-    of a window's first day from ``since`` on: one day with syncs or none.
-
-    When ``sync_history_daily`` holds that day whole and ``since`` is in its first half, the
-    day's count minus the syncs before ``since`` (fewer rows to read than after it).
-    """
-    h, d = sync_history.c, sync_history_daily.c
-    day_start = day_end - DAY
-    if held and since - day_start < DAY / 2:
-        pieces = sa.union_all(
-            sa.select(d.resource, d.operations.label("operations")).where(d.day == day_start),
-            sa.select(h.resource, sa.literal(-1, sa.BigInteger).label("operations")).where(
-                _range(h.sync_start_time, day_start, since)
-            ),
-        ).subquery("first_day_pieces")
-        counts = (
-            sa.select(
-                pieces.c.resource, _bigint(sa.func.sum(pieces.c.operations)).label("operations")
-            )
-            .group_by(pieces.c.resource)
-            .subquery("first_day_counts")
-        )
-    else:
-        counts = (
-            sa.select(h.resource, sa.func.count().label("operations"))
-            .where(_range(h.sync_start_time, since, day_end))
-            .group_by(h.resource)
-            .subquery("first_day_counts")
-        )
-    c = counts.c
-    return (
-        sa.select(
-            c.resource,
-            sa.case((c.operations > 0, 1), else_=0).label("days"),
-            c.operations,
-            (c.operations * c.operations).label("squares"),
-        )
-        .where(c.operations > 0)
-        .subquery("first_day")
-    )
+    _remember(store, "volume", (from_day, until_day, hours))
 
 
 def _bigint(value: Any) -> Any:
@@ -637,14 +824,21 @@ def _bigint(value: Any) -> Any:
     return sa.cast(value, sa.BigInteger)
 
 
+def compared_hours(until: dt.datetime) -> int:
+    """How many whole hours of ``until``'s UTC day have ended: the hours the volume report
+    compares, today's and the same ones of earlier days (0 in a day's first hour)."""
+    return (floor_hour(until) - floor_day(until)) // HOUR
+
+
 @dataclasses.dataclass(frozen=True)
 class VolumeParts:
     """A resource's daily sync counts over a window, in parts that each hold a resource once.
 
-    ``today``: ``(resource, today)``, the syncs of the window's last day up to its end, for
-    every resource with any. ``before``: ``(resource, days, operations, squares)`` over the
-    whole days before it (days with syncs, their syncs, their squared daily syncs), each a
-    selection with at most one row per resource; a resource's figures are their sum.
+    ``today``: ``(resource, today)``, the syncs of the window's last day in the compared hours,
+    for every resource with any. ``before``: ``(resource, days, operations, squares)`` over the
+    days before it, each counted in the same hours (days with syncs in them, their syncs, their
+    squared daily syncs), each a selection with at most one row per resource; a resource's
+    figures are their sum.
     """
 
     today: sa.Subquery
@@ -652,67 +846,74 @@ class VolumeParts:
 
 
 def daily_volume_parts(
-    store: SyncStore, coverage: Coverage | None, since: dt.datetime, until: dt.datetime
+    store: SyncStore, coverage: Coverage | None, until: dt.datetime, days: int
 ) -> VolumeParts:
-    """The daily sync counts per resource from ``since`` to ``until``, by UTC day, as
-    :class:`VolumeParts`: the first day counted from ``since``, the last ("today") up to
-    ``until``.
+    """The syncs per resource in today's ended hours (:func:`compared_hours`, at least 1) and
+    in the same hours of each of the ``days`` UTC days before today, as :class:`VolumeParts`.
 
-    The whole days the roll-ups hold come from one baseline row per resource
-    (:func:`ensure_baseline`, or ``sync_history_daily`` when there is none for the range),
-    today's closed hours from its ``sync_history_daily`` row, the rest from ``sync_history``:
-    the same figures as the history alone gives.
+    The earlier days the roll-ups hold come from one baseline row per resource
+    (:func:`ensure_baseline`, or ``sync_history_daily`` when there is none for the range and
+    hour), today's from its ``sync_history_daily`` row when its hours are rolled up, the rest
+    from ``sync_history``: the same figures as the history alone gives.
     """
     h, d = sync_history.c, sync_history_daily.c
     today = floor_day(until)
-    whole_from = min(ceil_day(since), today)  # the first day may start at ``since``
+    hours = compared_hours(until)
+    cut = today + hours * HOUR
+    start = today - days * DAY
     count = sa.func.count()
     today_parts: list[sa.Select[Any]] = []
     before: list[sa.Subquery] = []
-    live_days: list[tuple[dt.datetime, dt.datetime]] = [(whole_from, today)]
+    live_days: list[tuple[dt.datetime, dt.datetime]] = [(start, today)]
     today_from = today
-    first, end = daily_coverage(coverage) if coverage is not None else (today, today)
-    if since < whole_from:
-        before.append(
-            _first_day(since, whole_from, held=first <= floor_day(since) and whole_from <= end)
-        )
     if coverage is not None:
-        low, high = max(first, whole_from), min(end, today)
+        first, end = daily_coverage(coverage)
+        low, high = max(first, start), min(end, today)
         if low < high:
-            live_days = [(whole_from, low), (high, today)]
+            live_days = [(start, low), (high, today)]
             if rollups_mode(store) == "refresh":
-                ensure_baseline(store, low, high)
+                ensure_baseline(store, low, high, hours)
             b = sync_volume_baseline.c
-            key = sa.and_(b.from_day == low, b.until_day == high)
+            key = sa.and_(b.from_day == low, b.until_day == high, b.hours == hours)
+            counted = before_column(sync_history_daily, hours)
             fallback = (
                 sa.select(
                     d.resource,
                     count.label("days"),
-                    _bigint(sa.func.sum(d.operations)).label("operations"),
-                    _bigint(sa.func.sum(d.operations * d.operations)).label("squares"),
+                    _bigint(sa.func.sum(counted)).label("operations"),
+                    _bigint(sa.func.sum(counted * counted)).label("squares"),
                 )
-                .where(_range(d.day, low, high), ~sa.exists().where(key))
+                .where(_range(d.day, low, high), counted > 0, ~sa.exists().where(key))
                 .group_by(d.resource)
             )
             baseline = sa.select(b.resource, b.days, b.operations, b.squares).where(key)
             before.append(sa.union_all(baseline, fallback).subquery("baseline"))
-        if end == today >= first and coverage.rolled_until <= until:
+        if first <= today and (today < end or coverage.rolled_until >= cut):
+            # Today's compared hours are all rolled up.
+            today_parts.append(
+                sa.select(
+                    d.resource, before_column(sync_history_daily, hours).label("today")
+                ).where(d.day == today)
+            )
+            today_from = cut
+        elif first <= today == end:
             # Today's hours up to rolled_until, counted by the refreshes.
             today_parts.append(
                 sa.select(d.resource, d.operations.label("today")).where(d.day == today)
             )
             today_from = coverage.rolled_until
-    today_parts.append(  # one row per sync: summed once with the row above
-        sa.select(h.resource, sa.literal(1, sa.BigInteger).label("today")).where(
-            h.sync_start_time >= today_from, h.sync_start_time <= until
+    if today_from < cut:
+        today_parts.append(  # one row per sync: summed once with the row above
+            sa.select(h.resource, sa.literal(1, sa.BigInteger).label("today")).where(
+                _range(h.sync_start_time, today_from, cut)
+            )
         )
-    )
     gaps = [_range(h.sync_start_time, a, z) for a, z in live_days if a < z]
     if gaps:
         day = time_bucket(store.dialect, h.sync_start_time, "day")
         per_day = (
             sa.select(h.resource, count.label("operations"))
-            .where(sa.or_(*gaps))
+            .where(sa.or_(*gaps), hour_of_day(store.dialect, h.sync_start_time) < hours)
             .group_by(h.resource, day)
             .subquery("per_day")
         )
@@ -730,6 +931,7 @@ def daily_volume_parts(
     today_sum = (
         sa.select(parts.c.resource, _bigint(sa.func.sum(parts.c.today)).label("today"))
         .group_by(parts.c.resource)
+        .having(sa.func.sum(parts.c.today) > 0)
         .subquery("today")
     )
     return VolumeParts(today_sum, tuple(before))

@@ -66,10 +66,16 @@ def _bytewise(store: SyncStore, column: sa.ColumnElement[str]) -> sa.ColumnEleme
 
 
 def _rows(
-    store: SyncStore, query: sa.Select[Any], what: str, *, serial: bool = False
+    store: SyncStore,
+    query: sa.Select[Any],
+    what: str,
+    *,
+    serial: bool = False,
+    params: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """``query``'s rows as dicts. ``serial``: no parallel workers (PostgreSQL), for a query
-    whose costly branch is skipped at run time but would start them anyway."""
+    """``query``'s rows as dicts (``params``: values of its bound parameters). ``serial``: no
+    parallel workers (PostgreSQL), for a query whose costly branch is skipped at run time but
+    would start them anyway."""
 
     def read(conn: sa.Connection) -> list[dict[str, Any]]:
         if store.dialect == "postgresql":
@@ -79,7 +85,7 @@ def _rows(
                 if serial
                 else "SET LOCAL jit = off"
             )
-        return [dict(row) for row in conn.execute(query).mappings()]
+        return [dict(row) for row in conn.execute(query, params).mappings()]
 
     return store.db.read(read, what)
 
@@ -238,21 +244,27 @@ def hourly_counts(
 def daily_volume_stats(
     store: SyncStore,
     *,
-    since: dt.datetime,
     until: dt.datetime,
+    days: int,
     beyond_sigmas: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Per resource that synced on ``until``'s UTC day: its daily sync counts over the window.
+    """Per resource that synced on ``until``'s UTC day: its daily sync counts in the same hours.
 
-    ``today`` (that day's syncs), ``days`` (UTC days with syncs, today's included),
-    ``operations`` and ``squares`` (the sum of the counts and of their squares): the exact
-    integers the 2 sigma rule needs (:func:`sync_observability.reports.maths.count_anomaly`).
-    Only resources whose counts vary; with ``beyond_sigmas``, only those whose count today is
-    more than that many standard deviations from their mean, decided in SQL by the same
-    integer test. Most syncs today first, then by resource.
+    The hours compared are the whole hours of ``until``'s UTC day that have ended
+    (:func:`~.hourly_rollups.compared_hours`; none in a day's first hour, and then no rows):
+    today's syncs in them and, for each of the ``days`` UTC days before today, its syncs in the
+    same hours of that day. ``today`` (today's count), ``days`` (days with syncs in those hours,
+    today's included), ``operations`` and ``squares`` (the sum of the counts and of their
+    squares): the exact integers the 2 sigma rule needs
+    (:func:`sync_observability.reports.maths.count_anomaly`). Only resources whose counts vary;
+    with ``beyond_sigmas``, only those whose count today is more than that many standard
+    deviations from their mean, decided in SQL by the same integer test. Most syncs today
+    first, then by resource.
     """
+    if rollup.compared_hours(until) == 0:
+        return []
     coverage = rollup.report_coverage(store)
-    parts = rollup.daily_volume_parts(store, coverage, since, until)
+    parts = rollup.daily_volume_parts(store, coverage, until, days)
     t = parts.today.c
     joined: sa.FromClause = parts.today
     for part in parts.before:
@@ -319,34 +331,47 @@ def error_groups(
 ) -> list[dict[str, Any]]:
     """Failures grouped by resource and the first 100 characters of their message (seed 004)."""
     coverage = rollup.report_coverage(store)
-    p = rollup.error_partials(store, coverage, since, until).c
-    # Compared byte-wise on PostgreSQL as on SQLite: the same tie order on both engines, and
-    # grouping thousands of groups does not go through the locale's collation.
-    resource, summary = _bytewise(store, p.resource), _bytewise(store, p.error_summary)
-    error_count = sa.func.sum(p.failures).label("error_count")
-    last = sa.func.max(p.last_start).label("last_occurrence")
-    query = (
-        sa.select(
-            resource.label("resource"),
-            summary.label("error_summary"),
-            error_count,
-            sa.func.min(p.first_start).label("first_occurrence"),
-            last,
-            rollup.mean(store.dialect, p.duration_ms_sum, p.durations).label(
-                "avg_duration_before_failure_ms"
-            ),
-        )
-        .group_by(resource, summary)
-        .order_by(error_count.desc(), last.desc(), resource.asc(), summary.asc().nulls_first())
-        .limit(limit)
-    )
-    rows = _rows(store, query, "read top errors")
+    window = rollup.error_window(store, coverage, since, until, top=limit)
+    query = _error_groups_query(store.dialect, window.shape, limit)
+    rows = _rows(store, query, "read top errors", params=window.params)
     # MIN/MAX of a timestamp lose the column type (SQLite returns text): re-read them.
     return _typed(
         rows,
         ints=("error_count",),
         floats=("avg_duration_before_failure_ms",),
         times=("first_occurrence", "last_occurrence"),
+    )
+
+
+@functools.cache
+def _error_groups_query(
+    dialect: str, shape: tuple[bool, tuple[bool, ...]], limit: int
+) -> sa.Select[Any]:
+    """Built once per shape of window: building and cache-keying it cost more than its SQL."""
+    p = rollup.error_partials(dialect, shape, top=limit).c
+
+    def bytewise(column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+        return column.collate("C") if dialect == "postgresql" else column
+
+    # Compared byte-wise on PostgreSQL as on SQLite: the same tie order on both engines, and
+    # grouping thousands of groups does not go through the locale's collation.
+    resource, summary = bytewise(p.resource), bytewise(p.error_summary)
+    error_count = sa.func.sum(p.failures).label("error_count")
+    last = sa.func.max(p.last_start).label("last_occurrence")
+    return (
+        sa.select(
+            resource.label("resource"),
+            summary.label("error_summary"),
+            error_count,
+            sa.func.min(p.first_start).label("first_occurrence"),
+            last,
+            rollup.mean(dialect, p.duration_ms_sum, p.durations).label(
+                "avg_duration_before_failure_ms"
+            ),
+        )
+        .group_by(resource, summary)
+        .order_by(error_count.desc(), last.desc(), resource.asc(), summary.asc().nulls_first())
+        .limit(limit)
     )
 
 
