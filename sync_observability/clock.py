@@ -39,4 +39,16 @@ def ceil_day(moment: dt.datetime) -> dt.datetime:
     return start if start == moment else start + DAY
 
 
-__all__ = ["DAY", "HOUR", "ceil_day", "ceil_hour", "floor_day", "floor_hour", "utcnow"]
+def as_utc(value: dt.datetime | str | None) -> dt.datetime | None:
+    """A database timestamp as aware UTC: SQLite hands aggregates (MIN, MAX) back as naive UTC
+    text, PostgreSQL as aware datetimes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+__all__ = ["DAY", "HOUR", "as_utc", "ceil_day", "ceil_hour", "floor_day", "floor_hour", "utcnow"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sync_observability.clock import utcnow
+from sync_observability.clock import as_utc, utcnow
 from sync_observability.storage.schema import (
     ddl_events,
     ddl_events_hourly,
@@ -271,7 +271,7 @@ def user_days(
             row["day"] = row["day"].isoformat()
         for key in ("events", "creates", "alters", "drops", "grants", "early"):
             row[key] = int(row[key] or 0)
-        row["last_event_time"] = _timestamp(row["last_event_time"])
+        row["last_event_time"] = as_utc(row["last_event_time"])
     return rows
 
 
@@ -330,7 +330,7 @@ def impact(
     for row in rows:
         for key in ("changes", "creates", "alters", "drops", "grants", "users"):
             row[key] = int(row[key] or 0)
-        row["last_change"] = _timestamp(row["last_change"])
+        row["last_change"] = as_utc(row["last_change"])
     return rows
 
 
@@ -409,17 +409,6 @@ def _rows(
         return [dict(row) for row in conn.execute(query).mappings()]
 
     return store.db.read(read, what)
-
-
-def _timestamp(value: Any) -> dt.datetime | None:
-    """An aggregate's timestamp as aware UTC (SQLite hands MAX back as naive UTC text)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
 
 
 __all__: Sequence[str] = (

@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from sync_observability.clock import as_utc
 from sync_observability.storage.reporting import hourly_rollups as rollup
 from sync_observability.storage.schema import (
     Float,
@@ -98,15 +99,15 @@ def _typed(
     times: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """``rows`` with the columns named in ``ints``, ``floats`` and ``times`` read as ``int`` (NULL
-    as 0), ``float`` and aware UTC datetimes (:func:`_timestamp`): the same Python values from
-    PostgreSQL's ``numeric`` aggregates and SQLite's."""
+    as 0), ``float`` and aware UTC datetimes (:func:`~sync_observability.clock.as_utc`): the same
+    Python values from PostgreSQL's ``numeric`` aggregates and SQLite's."""
     for row in rows:
         for key in ints:
             row[key] = _int(row[key])
         for key in floats:
             row[key] = _float(row[key])
         for key in times:
-            row[key] = _timestamp(row[key])
+            row[key] = as_utc(row[key])
     return rows
 
 
@@ -433,17 +434,6 @@ def operation_events_by_category(
     )
     rows = _rows(store, query, "read operational events")
     return _typed(rows, ints=("events", "resources", "syncs"), times=("first_event", "last_event"))
-
-
-def _timestamp(value: Any) -> dt.datetime | None:
-    """An aggregate's timestamp as aware UTC (SQLite hands MIN/MAX back as naive UTC text)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
 
 
 __all__: Sequence[str] = (
