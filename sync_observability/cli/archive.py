@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import click
 from rich import box
@@ -50,6 +51,18 @@ from sync_observability.retention.steps import (
 EXIT_FINISHED = 0
 EXIT_ERROR = 1
 EXIT_SKIPPED = 2
+
+
+def _exit_with_error(
+    ctx: click.Context, error: SyncObservabilityError, *, as_json: bool
+) -> NoReturn:
+    """One line (stderr, or the JSON document on stdout) and exit code 1."""
+    message = " ".join(str(error).split())
+    if as_json:
+        click.echo(json.dumps({"status": "error", "error": message}))
+    else:
+        click.echo(f"Error: {message}", err=True)
+    ctx.exit(EXIT_ERROR)
 
 
 @click.group("archive", cls=OneLineErrorsGroup, invoke_without_command=True)
@@ -134,12 +147,7 @@ def archive(
             with _progress_bar(console, enabled=show_bar) as progress:
                 result = run_retention(store, policy, progress=progress)
     except SyncObservabilityError as error:
-        message = " ".join(str(error).split())
-        if as_json:
-            click.echo(json.dumps({"status": "error", "error": message}))
-        else:
-            click.echo(f"Error: {message}", err=True)
-        ctx.exit(EXIT_ERROR)
+        _exit_with_error(ctx, error, as_json=as_json)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -217,12 +225,7 @@ def export(
             with _progress_bar(console, enabled=show_bar) as progress:
                 result = export_cold(store, policy, progress=progress)
     except SyncObservabilityError as error:
-        message = " ".join(str(error).split())
-        if as_json:
-            click.echo(json.dumps({"status": "error", "error": message}))
-        else:
-            click.echo(f"Error: {message}", err=True)
-        ctx.exit(EXIT_ERROR)
+        _exit_with_error(ctx, error, as_json=as_json)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif result.skipped:
