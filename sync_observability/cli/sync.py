@@ -38,7 +38,6 @@ from sync_observability.cold.export import COLD_URL_ENV
 from sync_observability.health import status_overview
 from sync_observability.storage.records import SyncRecord, SyncState
 from sync_observability.storage.schema import RUN_STATUSES
-from sync_observability.storage.store import SyncStore
 
 HEALTH_STYLES = {"red": "bold red", "yellow": "bold yellow", "green": "bold green"}
 STATUS_STYLES = {"failed": "red", "running": "cyan", "success": "green", "never_run": "yellow"}
@@ -157,8 +156,8 @@ def history(
             else:
                 _print_history(make_console(), records, store.url)
             return
-        archived = _archived_history(
-            store, resource=resource, status=status, since=since, limit=limit
+        archived = store.list_archived_history(
+            resource=resource, status=status, since=since, limit=limit
         )
         where = store.url
     from sync_observability.cold.query import ColdSource, read_history
@@ -202,34 +201,6 @@ def merge_tiers(tiers: dict[str, list[dict[str, Any]]], limit: int | None) -> li
             merged.append({**row, "archived_at": row.get("archived_at"), "tier": tier})
     merged.sort(key=lambda row: (row["sync_start_time"], row["sync_id"]), reverse=True)
     return merged if limit is None else merged[:limit]
-
-
-def _archived_history(
-    store: SyncStore,
-    *,
-    resource: str | None,
-    status: str | None,
-    since: dt.datetime | None,
-    limit: int | None,
-) -> list[dict[str, Any]]:
-    """``sync_history_archive`` rows as :meth:`SyncStore.list_history` reads ``sync_history``."""
-    # The store has no archive reader yet; this mirrors list_history on the archive table.
-    import sqlalchemy as sa
-
-    from sync_observability.storage.schema import sync_history_archive as archive
-
-    query = sa.select(archive).order_by(archive.c.sync_start_time.desc(), archive.c.sync_id.desc())
-    if resource is not None:
-        query = query.where(archive.c.resource == resource)
-    if status is not None:
-        query = query.where(archive.c.sync_status == status)
-    if since is not None:
-        query = query.where(archive.c.sync_start_time >= since)
-    if limit is not None:
-        query = query.limit(limit)
-    return store.db.read(
-        lambda conn: [dict(row) for row in conn.execute(query).mappings()], "list archive"
-    )
 
 
 def _cold_rows(table: Any) -> list[dict[str, Any]]:

@@ -38,7 +38,13 @@ from sync_observability.storage.records import (
     SyncState,
 )
 from sync_observability.storage.reporting.backfills import is_backfill, reopen_statement
-from sync_observability.storage.schema import JSONType, UTCDateTime, sync_history, sync_state
+from sync_observability.storage.schema import (
+    JSONType,
+    UTCDateTime,
+    sync_history,
+    sync_history_archive,
+    sync_state,
+)
 from sync_observability.storage.watermark_rule import DEFAULT_MAX_AHEAD, refusal, time_is_rewind
 from sync_observability.storage.watermarks import (
     INSERT_CHANGE,
@@ -735,18 +741,42 @@ class SyncStore(WatermarkChangesMixin):
         limit: int | None = 100,
     ) -> list[SyncRecord]:
         """History rows, newest first, filtered by resource, status and start time."""
-        query = sa.select(sync_history).order_by(
-            sync_history.c.sync_start_time.desc(), sync_history.c.sync_id.desc()
-        )
-        if resource is not None:
-            query = query.where(sync_history.c.resource == resource)
-        if status is not None:
-            query = query.where(sync_history.c.sync_status == status)
-        if since is not None:
-            query = query.where(sync_history.c.sync_start_time >= since)
-        if limit is not None:
-            query = query.limit(limit)
+        query = _history_query(sync_history, resource, status, since, limit)
         return self.db.read(lambda conn: _all(conn, query, SyncRecord), "list history")
+
+    def list_archived_history(
+        self,
+        *,
+        resource: str | None = None,
+        status: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[dict[str, Any]]:
+        """``sync_history_archive`` rows (each column, ``archived_at`` included) as
+        :meth:`list_history` reads ``sync_history``."""
+        query = _history_query(sync_history_archive, resource, status, since, limit)
+        return self.db.read(
+            lambda conn: [dict(row) for row in conn.execute(query).mappings()], "list archive"
+        )
+
+
+def _history_query(
+    table: sa.Table,
+    resource: str | None,
+    status: str | None,
+    since: dt.datetime | None,
+    limit: int | None,
+) -> sa.Select[Any]:
+    query = sa.select(table).order_by(table.c.sync_start_time.desc(), table.c.sync_id.desc())
+    if resource is not None:
+        query = query.where(table.c.resource == resource)
+    if status is not None:
+        query = query.where(table.c.sync_status == status)
+    if since is not None:
+        query = query.where(table.c.sync_start_time >= since)
+    if limit is not None:
+        query = query.limit(limit)
+    return query
 
 
 def _change(
