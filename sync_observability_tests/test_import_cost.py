@@ -30,13 +30,17 @@ HEAVY = (
 )
 
 
-def _loaded_after(code: str) -> list[str]:
+def _modules_after(code: str) -> list[str]:
+    """Every module in ``sys.modules`` of a fresh interpreter after running ``code``."""
     probe = f"import sys\n{code}\nprint(__import__('json').dumps(sorted(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     ).stdout
-    modules = json.loads(out.strip().splitlines()[-1])
-    return sorted({m.split(".")[0] for m in modules} & set(HEAVY))
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _loaded_after(code: str) -> list[str]:
+    return sorted({m.split(".")[0] for m in _modules_after(code)} & set(HEAVY))
 
 
 @pytest.mark.parametrize(
@@ -90,11 +94,7 @@ DEFINITIONS_ONLY = (
 
 
 def _package_modules_after(code: str) -> set[str]:
-    probe = f"import sys\n{code}\nprint(__import__('json').dumps(sorted(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
-    ).stdout
-    return {m for m in json.loads(out.strip().splitlines()[-1]) if m.startswith("sync_obs")}
+    return {m for m in _modules_after(code) if m.startswith("sync_obs")}
 
 
 def test_the_tracker_alone_loads_none_of_the_definitions_modules() -> None:
