@@ -131,3 +131,21 @@ def test_every_public_name_loads_on_first_use() -> None:
 def test_the_light_constants_are_the_schemas(name: str) -> None:
     # Defined once in constants.py (validation needs no SQLAlchemy); the tables use them.
     assert getattr(constants, name) == getattr(schema, name)
+
+
+@pytest.mark.parametrize(
+    "module", ["sync_observability.cli.archive", "sync_observability.cli.cold_query"]
+)
+def test_the_archive_commands_load_no_dagster(module: str) -> None:
+    # `sync-obs archive` and its export and query run retention's steps, not its Dagster job.
+    loaded = _modules_after(f"import {module}")
+    assert "sync_observability.retention.steps" in loaded or module.endswith("cold_query")
+    assert "dagster" not in {m.split(".")[0] for m in loaded}
+
+
+def test_the_retention_job_still_loads_from_its_package() -> None:
+    from sync_observability import retention
+
+    assert retention.sync_retention_job.name == "sync_retention_job"
+    with pytest.raises(AttributeError, match="no_such_job"):
+        retention.no_such_job  # noqa: B018

@@ -14,14 +14,8 @@ Examples:
         print(result.counts)  # {'sync_history.archived': 1200, ...}
 """
 
-from sync_observability.retention.jobs import (
-    RETENTION_CRON,
-    SyncRetentionConfig,
-    make_sync_retention_schedule,
-    sync_retention,
-    sync_retention_job,
-    sync_retention_schedule,
-)
+from typing import TYPE_CHECKING, Any
+
 from sync_observability.retention.steps import (
     DEFAULT_ALERTS_AFTER_DAYS,
     DEFAULT_ARCHIVE_AFTER_DAYS,
@@ -40,6 +34,36 @@ from sync_observability.retention.steps import (
     run_retention,
     skipped_result,
 )
+
+# The Dagster job and schedule load when first asked for: `sync-obs archive` and the cold tier's
+# commands run the steps without importing Dagster (test_import_cost.py).
+_JOBS = (
+    "RETENTION_CRON",
+    "SyncRetentionConfig",
+    "make_sync_retention_schedule",
+    "sync_retention",
+    "sync_retention_job",
+    "sync_retention_schedule",
+)
+
+if TYPE_CHECKING:
+    from sync_observability.retention.jobs import (
+        RETENTION_CRON,
+        SyncRetentionConfig,
+        make_sync_retention_schedule,
+        sync_retention,
+        sync_retention_job,
+        sync_retention_schedule,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _JOBS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from sync_observability.retention import jobs
+
+    return getattr(jobs, name)
+
 
 __all__ = [
     "DEFAULT_ALERTS_AFTER_DAYS",
