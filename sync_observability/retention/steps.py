@@ -224,8 +224,12 @@ def describe(steps: tuple[StepResult, ...], *, dry_run: bool) -> str:
         return "nothing to do"
     parts = []
     for step in steps:
-        verb = {"archive": "archive", "export": "export", "purge": "delete"}[step.action]
-        verb = f"would {verb}" if dry_run else f"{verb}d"
+        verb, done = {
+            "archive": ("archive", "archived"),
+            "export": ("export", "exported"),
+            "purge": ("delete", "deleted"),
+        }[step.action]
+        verb = f"would {verb}" if dry_run else done
         where = f" into {step.into}" if step.into else ""
         months = f" ({step.partitions} whole months by detach)" if step.partitions else ""
         parts.append(f"{verb} {step.rows:,} rows of {step.table}{where}{months}")
