@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich import box
@@ -34,7 +34,12 @@ from sync_observability.cli.options import (
     database_options,
 )
 from sync_observability.cli.output import make_console
-from sync_observability.cold.export import DEFAULT_COLD_BATCH_SIZE, DEFAULT_OLDER_THAN_DAYS
+from sync_observability.cold import EXPORT_MODULES, require_extra
+from sync_observability.cold.export import (
+    COLD_URL_ENV,
+    DEFAULT_COLD_BATCH_SIZE,
+    DEFAULT_OLDER_THAN_DAYS,
+)
 from sync_observability.errors import InvalidInputError, SyncObservabilityError
 from sync_observability.retention.steps import (
     DEFAULT_ALERTS_AFTER_DAYS,
@@ -47,6 +52,9 @@ from sync_observability.retention.steps import (
     RetentionResult,
     run_retention,
 )
+
+if TYPE_CHECKING:
+    from sync_observability.cold.export import ColdPolicy
 
 EXIT_FINISHED = 0
 EXIT_ERROR = 1
@@ -79,7 +87,25 @@ def _exit_with_error(
     type=DAYS,
     default=DEFAULT_PURGE_AFTER_DAYS,
     show_default=True,
-    help="Delete sync_history_archive rows older than this.",
+    help="Delete sync_history_archive rows older than this: for good, unless --cold-url "
+    "exports them first.",
+)
+@click.option(
+    "--cold-url",
+    envvar=COLD_URL_ENV,
+    show_envvar=True,
+    metavar="URL",
+    help="The cold archive (a local folder or s3://bucket/prefix, gs://, az://): archive rows "
+    "older than --cold-after-days are exported there as verified Parquet before the purge, as "
+    "the retention job does. Without it the purge deletes them for good.",
+)
+@click.option(
+    "--cold-after-days",
+    type=DAYS,
+    default=DEFAULT_OLDER_THAN_DAYS,
+    show_default=True,
+    help="With --cold-url: export archive and operation-log rows older than this "
+    "(at most --purge-after-days).",
 )
 @click.option(
     "--alerts-after-days",
@@ -116,6 +142,8 @@ def archive(
     database: DatabaseOption,
     archive_after_days: int,
     purge_after_days: int,
+    cold_url: str | None,
+    cold_after_days: int,
     alerts_after_days: int,
     batch_size: int,
     keep_last: int,
@@ -124,14 +152,23 @@ def archive(
 ) -> None:
     """Archive old sync history and purge old archive rows and resolved alerts.
 
+    Without a cold archive (--cold-url or SYNC_OBS_COLD_URL) the purge DELETES archive rows
+    older than --purge-after-days FOR GOOD. With one, the run does the retention job's three
+    tiers: history -> archive, archive rows older than --cold-after-days -> verified Parquet
+    files under the cold URL, then the purge.
+
     Each batch moves its rows in one transaction, so an interrupted run loses and duplicates
     nothing; run it again to finish. Exit code 0 when finished, 2 when another retention run
-    holds the lock, 1 on an error. ``sync-obs archive export`` moves the oldest archive rows on
-    to Parquet files (the cold tier).
+    holds the lock or an option is out of range, 1 on an error. ``sync-obs archive export``
+    moves the oldest archive rows on to Parquet files (the cold tier) on its own.
     """
     if ctx.invoked_subcommand is not None:
         return
     console = make_console()
+    cold = None
+    if cold_url is not None and cold_url.strip():
+        require_extra("sync-obs archive --cold-url", EXPORT_MODULES)
+        cold = _cold_policy(ctx, cold_url, cold_after_days, batch_size, dry_run)
     try:
         policy = RetentionPolicy(
             archive_after_days=archive_after_days,
@@ -140,7 +177,18 @@ def archive(
             batch_size=batch_size,
             dry_run=dry_run,
             keep_last_per_resource=keep_last,
+            cold=cold,
         )
+    except InvalidInputError as error:
+        if error.field != "cold.older_than_days":
+            _exit_with_error(ctx, error, as_json=as_json)
+        raise click.BadParameter(
+            f"{error.value!r}: must be at most --purge-after-days ({purge_after_days}): the "
+            "purge would delete archive rows before they went cold",
+            ctx,
+            param_hint="'--cold-after-days'",
+        ) from error
+    try:
         with database.open(create=not dry_run) as store:
             where = store.url
             show_bar = console.is_terminal and not as_json and not dry_run
@@ -203,6 +251,7 @@ def export(
     export loses nothing and the next one finishes it. Exit code 0 when finished, 2 when
     another retention run holds the lock or an option is out of range, 1 on an error.
     """
+    require_extra("sync-obs archive export", EXPORT_MODULES)
     from sync_observability.cold.export import ColdPolicy, export_cold
 
     console = make_console()
@@ -216,9 +265,8 @@ def export(
         )
     except InvalidInputError as error:
         option = _EXPORT_OPTIONS.get(error.field, error.field)
-        raise click.BadParameter(
-            f"{error.value!r}: {error.reason}", ctx, param_hint=option
-        ) from error
+        reason = error.reason.replace("older_than_days", "--older-than-days")
+        raise click.BadParameter(f"{error.value!r}: {reason}", ctx, param_hint=option) from error
     try:
         with database.open(create=not dry_run) as store:
             show_bar = console.is_terminal and not as_json and not dry_run
@@ -236,6 +284,24 @@ def export(
 
 
 archive.add_command(cold_query.query)
+
+
+def _cold_policy(
+    ctx: click.Context, url: str, older_than_days: int, batch_size: int, dry_run: bool
+) -> ColdPolicy:
+    """The cold tier of ``sync-obs archive --cold-url``; a bad URL is a usage error."""
+    from sync_observability.cold.export import ColdPolicy
+
+    try:
+        return ColdPolicy(
+            url=url, older_than_days=older_than_days, batch_size=batch_size, dry_run=dry_run
+        )
+    except InvalidInputError as error:
+        option = {"url": "'--cold-url'", "older_than_days": "'--cold-after-days'"}
+        raise click.BadParameter(
+            f"{error.value!r}: {error.reason}", ctx, param_hint=option.get(error.field, error.field)
+        ) from error
+
 
 _EXPORT_OPTIONS = {
     "url": "'--to'",

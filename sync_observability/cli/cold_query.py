@@ -30,6 +30,7 @@ from rich.table import Table
 
 from sync_observability.cli.options import OneLineErrorsCommand
 from sync_observability.cli.output import make_console, when
+from sync_observability.cold import require_extra
 from sync_observability.cold.export import COLD_URL_ENV
 
 # A table is for reading: as DuckDB's own shell does, show the first rows and say how many more
@@ -66,7 +67,8 @@ def query(sql: str, cold_url: str | None, as_json: bool, as_csv: bool, max_rows:
 
     Only the files listed in the root's _manifest.json are read; the files a query used are
     named on stderr. JSON columns (errors, metadata, cursor_before/after, details) are JSON
-    text: use json_extract(metadata, '$.cost').
+    text: use json_extract(metadata, '$.cost'). The SQL runs as given, with your rights: DuckDB
+    can read and write local files (COPY ... TO), so this is no sandbox.
     """
     from sync_observability.cold.query import run_query
 
@@ -74,6 +76,7 @@ def query(sql: str, cold_url: str | None, as_json: bool, as_csv: bool, max_rows:
         raise click.UsageError("--json and --csv cannot be used together.")
     if not cold_url or not cold_url.strip():
         raise click.UsageError(f"no cold archive: give --from URL or set {COLD_URL_ENV}")
+    require_extra("sync-obs archive query")
     result = run_query(cold_url, sql)
     name_files(result.url, result.files, result.has_manifest)
     if as_json:

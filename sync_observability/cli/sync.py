@@ -34,6 +34,7 @@ from sync_observability.cli.options import (
 )
 from sync_observability.cli.output import add_columns, echo_json, make_console, number, when
 from sync_observability.clock import utcnow
+from sync_observability.cold import require_extra
 from sync_observability.cold.export import COLD_URL_ENV
 from sync_observability.health import status_overview
 from sync_observability.storage.records import SyncRecord, SyncState
@@ -148,6 +149,8 @@ def history(
     """
     if include_cold and not (cold_url and cold_url.strip()):
         raise click.UsageError(f"--include-cold needs --cold-url URL or {COLD_URL_ENV}")
+    if include_cold:
+        require_extra("sync-obs history --include-cold")
     with database.open() as store:
         records = store.list_history(resource=resource, status=status, since=since, limit=limit)
         if not include_cold:

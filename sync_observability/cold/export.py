@@ -168,18 +168,24 @@ class ColdExportResult:
         """One line saying what the export did."""
         if self.skipped:
             return "another retention run holds the lock"
+        # A dry run plans no files (their count depends on how the rows fall in months).
         verb = "would export" if self.dry_run else "exported"
         parts = [
-            f"{verb} {t.rows:,} rows of {t.source} in {t.files:,} files"
-            + (f" (and finished {t.recovered:,} rows of a killed run)" if t.recovered else "")
+            f"{verb} {_count(t.rows, 'row')} of {t.source}"
+            + ("" if self.dry_run else f" in {_count(t.files, 'file')}")
+            + (
+                f" (and finished {_count(t.recovered, 'row')} of a killed run)"
+                if t.recovered
+                else ""
+            )
             for t in self.tables
         ]
+        text = "; ".join(parts) + f" to {self.url}"
         if self.purged_months:
             verb = "would purge" if self.dry_run else "purged"
-            parts.append(
-                f"{verb} {len(self.purged_months)} cold months ({self.purged_rows:,} rows)"
-            )
-        return "; ".join(parts) + f" to {self.url}"
+            months = _count(len(self.purged_months), "cold month")
+            text += f"; {verb} {months} ({_count(self.purged_rows, 'row')}) from {self.url}"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps in ISO 8601)."""
@@ -198,6 +204,11 @@ class ColdExportResult:
             "purged_files": self.purged_files,
             "purged_rows": self.purged_rows,
         }
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 row``, ``2 rows``, ``10,000 rows``."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def export_cold(
@@ -249,9 +260,30 @@ def export_locked(
     now: dt.datetime,
     progress: ColdProgress | None = None,
 ) -> ColdExportResult:
-    """:func:`export_cold` for a caller that already holds retention's lock (the retention job)."""
+    """:func:`export_cold` for a caller that already holds retention's lock (the retention job).
+
+    The root is checked first (:func:`layout.check_root`: created and written to, or in a dry
+    run looked at), so a destination that cannot take files fails before anything is counted or
+    moved; an ``OSError`` of the filesystem later is a :class:`StorageError` naming the root.
+    """
     started = time.monotonic()
     root = layout.open_root(policy.url)
+    layout.check_root(root, create=not policy.dry_run)
+    try:
+        return _export(store, policy, root, now=now, progress=progress, started=started)
+    except OSError as error:
+        raise layout.filesystem_error(root, error) from error
+
+
+def _export(
+    store: SyncStore,
+    policy: ColdPolicy,
+    root: UPath,
+    *,
+    now: dt.datetime,
+    progress: ColdProgress | None,
+    started: float,
+) -> ColdExportResult:
     before = now - dt.timedelta(days=policy.older_than_days)
     results = []
     exporter = _Exporter(store, root, policy.batch_size)

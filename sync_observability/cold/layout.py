@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sync_observability.errors import InvalidInputError, StorageError
+from sync_observability.errors import ConfigurationError, InvalidInputError, StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -108,7 +108,75 @@ def open_root(url: str | UPath) -> UPath:
     if scheme in ("", "file"):
         path = UPath(text).expanduser() if scheme == "" else UPath(text)
         return path if scheme == "file" else UPath(path.absolute())
-    return UPath(text)
+    try:
+        return UPath(text)
+    except ImportError as error:  # s3fs, gcsfs, adlfs: the filesystem's library is missing
+        raise _missing_library(display_url(text), error) from error
+
+
+def _missing_library(shown: str, error: ImportError) -> ConfigurationError:
+    from sync_observability.cold import COLD_EXTRA_INSTALL
+
+    return ConfigurationError(
+        f"the cold archive {shown} needs its filesystem's library ({error}): {COLD_EXTRA_INSTALL}"
+    )
+
+
+_LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+def is_local(root: UPath) -> bool:
+    """Whether ``root`` is a folder on this machine."""
+    return root.protocol in _LOCAL_PROTOCOLS
+
+
+def check_root(root: UPath, *, create: bool) -> None:
+    """Fail early, with one :class:`StorageError` naming the root, when ``root`` cannot take
+    cold files.
+
+    Locally the root must be a folder that exists or can be created, and be writable: with
+    ``create`` it is created and a probe file written and removed; without (a dry run), its
+    nearest existing ancestor must be a writable folder. On an object store the filesystem is
+    opened and the root looked up (no credentials, no bucket or no network end here).
+    """
+    import os
+    from pathlib import Path
+
+    shown = display_url(str(root))
+    try:
+        if not is_local(root):
+            root.exists()
+            return
+        path = Path(root.path)
+        if path.exists() and not path.is_dir():
+            raise StorageError(f"cold archive {shown} is not a folder")
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-probe-{uuid.uuid4().hex}.tmp"
+            probe.write_bytes(b"")
+            probe.unlink()
+            return
+        ancestor = path
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise StorageError(f"cold archive {shown}: {ancestor} is not a folder")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise StorageError(f"cold archive {shown}: {ancestor} is not writable")
+    except StorageError:
+        raise
+    except ImportError as error:
+        raise _missing_library(shown, error) from error
+    except Exception as error:  # OSError, or what an fsspec filesystem raises instead
+        raise filesystem_error(root, error) from error
+
+
+def filesystem_error(root: UPath | str, error: BaseException) -> StorageError:
+    """One line naming the cold root (display form) and what the filesystem said."""
+    reason = getattr(error, "strerror", None) if isinstance(error, OSError) else None
+    detail = f"{reason}: {error.filename}" if reason and getattr(error, "filename", None) else None
+    text = " ".join((detail or str(error) or type(error).__name__).split())
+    return StorageError(f"cannot use cold archive {display_url(str(root))}: {text}")
 
 
 def relative_path(table: str, year: int, month: int, name: str) -> str:
@@ -281,10 +349,13 @@ __all__: Sequence[str] = (
     "TIME_COLUMNS",
     "ManifestEntry",
     "arrow_schema",
+    "check_root",
     "check_table",
     "column_names",
     "display_url",
     "file_path",
+    "filesystem_error",
+    "is_local",
     "month_dir",
     "move_into_place",
     "open_root",

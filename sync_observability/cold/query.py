@@ -55,8 +55,6 @@ VIEWS: dict[str, str] = {
 }
 """Cold table -> the DuckDB view over its files."""
 
-_LOCAL_PROTOCOLS = ("", "file", "local")
-
 
 def cold_url(url: str | None) -> str:
     """``url``, else ``$SYNC_OBS_COLD_URL``; :class:`ConfigurationError` when neither is set."""
@@ -79,8 +77,19 @@ class ColdSource:
 
     @classmethod
     def open(cls, url: str | None = None) -> ColdSource:
-        """Open the cold root at ``url`` (default ``$SYNC_OBS_COLD_URL``) and read its manifest."""
+        """Open the cold root at ``url`` (default ``$SYNC_OBS_COLD_URL``) and read its manifest.
+
+        A local root must be an existing folder (:class:`StorageError` naming it otherwise: a
+        mistyped path is not an empty archive); an existing folder without a manifest is a cold
+        archive with no data yet.
+        """
         root = layout.open_root(cold_url(url))
+        if layout.is_local(root):
+            shown = layout.display_url(str(root))
+            if not root.exists():
+                raise StorageError(f"cold archive {shown} does not exist (no such folder)")
+            if not root.is_dir():
+                raise StorageError(f"cold archive {shown} is not a folder")
         try:
             has_manifest = (root / layout.MANIFEST_NAME).exists()
             entries = tuple(layout.read_manifest(root)) if has_manifest else ()
@@ -102,7 +111,7 @@ class ColdSource:
     @property
     def local(self) -> bool:
         """Whether the root is a local folder (read by DuckDB directly)."""
-        return self.root.protocol in _LOCAL_PROTOCOLS
+        return layout.is_local(self.root)
 
     def files(
         self,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from sync_observability.cold import layout
+from sync_observability.cold import layout, require_extra
 from sync_observability.cold.query import ColdSource, read_history
 
 
@@ -62,6 +62,7 @@ def cold_history(
             )
             print(df.attrs["cold_files"])
     """
+    require_extra("cold_history")
     import pyarrow as pa
 
     source = ColdSource.open(url)

@@ -223,7 +223,7 @@ def test_bad_input_is_one_line_naming_the_option(tmp_path: Path) -> None:
         (
             ["--to", str(tmp_path), "--older-than-days", "30", "--purge-cold-after-days", "7"],
             "'--purge-cold-after-days'",
-            "at least older_than_days (30)",
+            "at least --older-than-days (30)",
         ),
         (["--older-than-days", "30"], "'--to'", "Missing option"),
     ]
