@@ -180,7 +180,8 @@ class SyncMetricsCollector:
             ["table"],
         )
         for table, count in snapshot.table_rows.items():
-            table_rows.add_metric([table], count)
+            if count is not None:  # PostgreSQL has not analyzed the table yet: no estimate
+                table_rows.add_metric([table], count)
         yield table_rows
 
         oldest = _gauge(

@@ -24,6 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import prometheus_client
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_exposition
 from prometheus_client.openmetrics.parser import (
@@ -171,6 +172,26 @@ def test_an_empty_database(tmp_path: Any) -> None:
         assert series(values, name) == {}
     assert series(values, "table_rows") == {"sync_history": 0, "sync_history_archive": 0}
     assert series(values, "oldest_running_sync_age_seconds") == {(): 0.0}
+
+
+@pytest.mark.postgres
+def test_a_table_postgresql_never_analyzed_has_no_row_estimate(postgres_database_url: str) -> None:
+    # reltuples is -1 until the first ANALYZE: no series, not a 0 that says "empty".
+    store = Backend("postgresql", postgres_database_url, "never_analyzed").store()
+    try:
+        store.migrate()
+        app = make_metrics_app(store)
+        with serving(app) as base:
+            before = series(samples(scrape(base)[1]), "table_rows")
+            with store.engine.begin() as conn:
+                conn.execute(sa.text('ANALYZE "never_analyzed".sync_history'))
+            after = series(samples(scrape(base)[1]), "table_rows")
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(sa.text('DROP SCHEMA "never_analyzed" CASCADE'))
+        store.dispose()
+    assert before == {}
+    assert after == {"sync_history": 0}
 
 
 def _closed_port() -> int:

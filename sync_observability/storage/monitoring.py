@@ -7,7 +7,8 @@ its cost grows with the number of resources, not with the history. The row count
 
 - PostgreSQL: the planner's statistics, ``pg_class.reltuples`` (summed over the partitions of a
   partitioned table), as of the table's last ``ANALYZE`` or ``VACUUM``; autovacuum refreshes
-  them once 10% of a table has changed. A table never analyzed counts 0.
+  them once 10% of a table has changed. A table never analyzed (or missing) has no estimate:
+  ``None``, and no series.
 - SQLite keeps no statistics unless someone runs ``ANALYZE``: the span of the table's rowids,
   ``max(rowid) - min(rowid) + 1``, two b-tree seeks. Exact while rows are appended and removed
   oldest first (what retention does); rows deleted from the middle leave it an upper bound.
@@ -57,7 +58,7 @@ class MonitoringSnapshot:
 
     resources: list[ResourceGauges]
     open_alerts: dict[tuple[str, str], int]
-    table_rows: dict[str, int]
+    table_rows: dict[str, int | None]
 
 
 def _epoch(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
@@ -91,10 +92,13 @@ _OPEN_ALERTS = (
 
 # The table itself when it is a plain one, its leaf partitions when it is partitioned
 # (pg_partition_tree lists nothing for a plain table). to_regclass: NULL, not an error, for a
-# table that is missing (an archive never created by an old schema).
+# table that is missing (an archive never created by an old schema). reltuples is -1 until a
+# table's first ANALYZE: an estimate nobody has made is NULL, not 0.
 _POSTGRES_ROWS = sa.text(
     """
-    SELECT t.name, COALESCE(SUM(GREATEST(c.reltuples, 0)), 0)::bigint AS estimate
+    SELECT t.name,
+        CASE WHEN bool_or(c.reltuples >= 0) THEN SUM(GREATEST(c.reltuples, 0)) END::bigint
+            AS estimate
     FROM unnest(CAST(:tables AS text[])) AS t(name)
     CROSS JOIN LATERAL (SELECT to_regclass(format('%I.%I', :schema, t.name)) AS oid) AS r
     LEFT JOIN LATERAL (
@@ -151,7 +155,10 @@ def read_monitoring_snapshot(store: SyncStore) -> MonitoringSnapshot:
         return MonitoringSnapshot(
             resources=resources,
             open_alerts=open_alerts,
-            table_rows={table: int(rows.get(table) or 0) for table in COUNTED_TABLES},
+            table_rows={
+                table: None if rows.get(table) is None else int(rows[table])
+                for table in COUNTED_TABLES
+            },
         )
 
     return store.db.read(tx, "read the metrics snapshot")
