@@ -272,3 +272,18 @@ def _check_roll_up(backend: Backend) -> None:
     finally:
         engine.dispose()
     assert rolled + above == total
+
+
+def test_ddl_history_fits_a_terminal_with_the_columns_that_say_who_did_what(
+    backend: Backend, reports_store: SyncStore
+) -> None:
+    args = ["report", "ddl-history", "--days", "30", "--as-of", NOW.isoformat()]
+    args += ["--database-url", backend.url, "--schema", backend.schema]
+    result = CliRunner(env={"COLUMNS": "120"}).invoke(main, args)
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "event time" in line)
+    assert "statement" in header and "client address" not in header
+    assert "DROP TABLE analytics.orders" in result.output  # the statement, on one line
+    assert "--json or --csv for every column" in " ".join(result.output.split())
+    full = CliRunner().invoke(main, [*args, "--json"])
+    assert {"client_address", "application_name", "event_id"} <= set(json.loads(full.stdout)[0])

@@ -68,6 +68,10 @@ WRAPPING_COLUMNS = {"error_message": 40, "error_summary": 40, "error_codes": 20,
 ONE_LINE_COLUMNS = {"sync_id", "resource", "source_system", "target_system", "category"}
 ONE_LINE_COLUMNS |= {"db_session_user", "object_identity", "command_tag"}
 SHORT_ID_COLUMNS = {"sync_id": 8}  # like a short git hash; --json has the whole id
+# Reports too wide for a terminal show these columns in the table; --json and --csv have all.
+TABLE_COLUMNS = {
+    "ddl-history": ("event_time", "db_session_user", "command_tag", "object_identity", "statement")
+}
 
 
 class ReportName(click.Choice):
@@ -246,6 +250,9 @@ def _print_table(
     if frame.empty:
         console.print(f"{title}: nothing to report in {where}.")
         return
+    if name in TABLE_COLUMNS:
+        frame = frame[list(TABLE_COLUMNS[name])]
+        where += " (--json or --csv for every column)"
     table = Table(title=title, caption=where, title_justify="left", box=box.SIMPLE_HEAD)
     for column in frame.columns:
         numeric = all(
