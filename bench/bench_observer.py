@@ -75,11 +75,11 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
+from bench_step_cost import bench_database, loadavg, postgres_instance
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TICK_TARGET_S = 30.0
@@ -283,45 +283,6 @@ def steady_specs(shape: str, rng: random.Random) -> list[RunSpec]:
 
 
 # --- infrastructure ---------------------------------------------------------------------------
-
-
-def loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "unavailable"
-
-
-@contextlib.contextmanager
-def bench_database(server_url: str) -> Iterator[str]:
-    """A fresh database on the server of ``server_url``, dropped on exit; its URL."""
-    name = f"sync_obs_bench_{uuid.uuid4().hex[:8]}"
-    server = sa.make_url(server_url).set(drivername="postgresql")
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextlib.contextmanager
-def postgres_instance(url: str) -> Iterator[dg.DagsterInstance]:
-    """A test instance whose run, event log and schedule storage are dagster-postgres at ``url``."""
-
-    def storage(module: str, cls: str) -> dict[str, Any]:
-        return {"module": module, "class": cls, "config": {"postgres_url": url}}
-
-    overrides = {
-        "run_storage": storage("dagster_postgres.run_storage", "PostgresRunStorage"),
-        "event_log_storage": storage("dagster_postgres.event_log", "PostgresEventLogStorage"),
-        "schedule_storage": storage("dagster_postgres.schedule_storage", "PostgresScheduleStorage"),
-    }
-    with dg.instance_for_test(overrides=overrides) as instance:
-        yield instance
 
 
 def analyze(url: str) -> float:
