@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync_observability.clock import as_utc, utcnow
+from sync_observability.storage.reporting.queries import read_rows
 from sync_observability.storage.schema import (
     ddl_events,
     ddl_events_hourly,
@@ -265,7 +266,7 @@ def user_days(
         total(sa.case((early, c.events), else_=0)).label("early"),
         sa.func.max(c.last_event_time).label("last_event_time"),
     ).group_by(c.db_session_user, c.client_address, day)
-    rows = _rows(store, query, "read DDL activity per user", serial=True)
+    rows = read_rows(store, query, "read DDL activity per user", serial=True)
     for row in rows:
         if not isinstance(row["day"], str):
             row["day"] = row["day"].isoformat()
@@ -293,7 +294,7 @@ def history(
     )
     if schemas is not None:
         query = query.where(e.schema_name.in_(list(schemas)))
-    return _rows(store, query, "read DDL history")
+    return read_rows(store, query, "read DDL history")
 
 
 def impact(
@@ -326,7 +327,7 @@ def impact(
         .join(ddl_events, e.event_id == r.last_event_id)
         .order_by(r.changes.desc(), r.last_change.desc())
     )
-    rows = _rows(store, query, "read DDL impact")
+    rows = read_rows(store, query, "read DDL impact")
     for row in rows:
         for key in ("changes", "creates", "alters", "drops", "grants", "users"):
             row[key] = int(row[key] or 0)
@@ -390,25 +391,6 @@ def alerted_fingerprints(
         t.opened_at >= opened_since, t.fingerprint.in_(list(fingerprints))
     )
     return set(store.db.read(lambda conn: conn.execute(query).scalars().all(), "read alerts"))
-
-
-def _rows(
-    store: SyncStore, query: sa.Select[Any], what: str, *, serial: bool = False
-) -> list[dict[str, Any]]:
-    """``query``'s rows as dicts; ``serial``: no parallel workers (their start and the sort of
-    a parallel group-by cost more than the one hash aggregate they would split)."""
-
-    def read(conn: sa.Connection) -> list[dict[str, Any]]:
-        if store.dialect == "postgresql":
-            # Compiling costs more than these queries take.
-            conn.exec_driver_sql(
-                "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0"
-                if serial
-                else "SET LOCAL jit = off"
-            )
-        return [dict(row) for row in conn.execute(query).mappings()]
-
-    return store.db.read(read, what)
 
 
 __all__: Sequence[str] = (

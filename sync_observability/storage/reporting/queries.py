@@ -66,7 +66,7 @@ def _bytewise(store: SyncStore, column: sa.ColumnElement[str]) -> sa.ColumnEleme
     return column.collate("C") if store.dialect == "postgresql" else column
 
 
-def _rows(
+def read_rows(
     store: SyncStore,
     query: sa.Select[Any],
     what: str,
@@ -163,7 +163,7 @@ def failed_syncs(
         .order_by(h.sync_start_time.desc(), h.sync_id.desc())
         .limit(limit)
     )
-    return _rows(store, query, "read failed syncs")
+    return read_rows(store, query, "read failed syncs")
 
 
 def performance_by_system(
@@ -184,7 +184,7 @@ def performance_by_system(
         rollup.mean(store.dialect, p.duration_ms_sum, p.durations).label("avg_duration_ms"),
         sa.func.max(p.duration_ms_max).label("max_duration_ms"),
     ).group_by(p.source_system, p.target_system)
-    rows = _rows(store, query, "read performance by system")
+    rows = read_rows(store, query, "read performance by system")
     return _typed(rows, ints=("sync_count",), floats=("avg_duration_ms", "max_duration_ms"))
 
 
@@ -200,7 +200,7 @@ def daily_volume_by_source(
         sa.func.sum(p.operations).label("sync_count"),
         sa.func.sum(p.records_processed).label("total_records"),
     ).group_by(day, p.source_system)
-    rows = _rows(store, query, "read daily volume")
+    rows = read_rows(store, query, "read daily volume")
     return _typed(rows, ints=("sync_count", "total_records"))
 
 
@@ -219,7 +219,7 @@ def window_summary(store: SyncStore, *, since: dt.datetime, until: dt.datetime) 
         count("running").label("running"),
         rollup.mean(store.dialect, p.duration_ms_sum, p.durations).label("avg_duration_ms"),
     )
-    rows = _rows(store, query, "read dashboard summary")
+    rows = read_rows(store, query, "read dashboard summary")
     (row,) = _typed(
         rows, ints=("operations", "successful", "failed", "running"), floats=("avg_duration_ms",)
     )
@@ -238,7 +238,7 @@ def hourly_counts(
         sa.func.sum(p.records_processed).label("records_processed"),
     ).group_by(hour)
     return _typed(
-        _rows(store, query, "read hourly volume"), ints=("operations", "records_processed")
+        read_rows(store, query, "read hourly volume"), ints=("operations", "records_processed")
     )
 
 
@@ -302,7 +302,7 @@ def daily_volume_stats(
     )
     # serial: the baseline's fallback branch, skipped when the baseline exists, is planned
     # parallel and would start its workers anyway.
-    rows = _rows(store, query, "read daily operations per resource", serial=True)
+    rows = read_rows(store, query, "read daily operations per resource", serial=True)
     return _typed(rows, ints=("today", "days", "operations", "squares"))
 
 
@@ -321,7 +321,7 @@ def daily_operations(
         rollup.mean(store.dialect, p.duration_ms_sum, p.durations).label("avg_duration_ms"),
         sa.func.sum(p.records_processed).label("records_processed"),
     ).group_by(day)
-    rows = _rows(store, query, "read daily operations")
+    rows = read_rows(store, query, "read daily operations")
     return _typed(
         rows, ints=("operations", "failed", "records_processed"), floats=("avg_duration_ms",)
     )
@@ -334,7 +334,7 @@ def error_groups(
     coverage = rollup.report_coverage(store)
     window = rollup.error_window(store, coverage, since, until, top=limit)
     query = _error_groups_query(store.dialect, window.shape, limit)
-    rows = _rows(store, query, "read top errors", params=window.params)
+    rows = read_rows(store, query, "read top errors", params=window.params)
     # MIN/MAX of a timestamp lose the column type (SQLite returns text): re-read them.
     return _typed(
         rows,
@@ -408,7 +408,7 @@ def daily_quality(
         sa.func.avg(r.accuracy).label("accuracy"),
         sa.func.avg(r.overall).label("overall_quality"),
     ).group_by(r.day, r.resource)
-    rows = _rows(store, query, "read daily quality")
+    rows = read_rows(store, query, "read daily quality")
     return _typed(rows, ints=("runs",), floats=("completeness", "accuracy", "overall_quality"))
 
 
@@ -432,7 +432,7 @@ def operation_events_by_category(
         .where(_window(log.event_time, since, until))
         .group_by(category)
     )
-    rows = _rows(store, query, "read operational events")
+    rows = read_rows(store, query, "read operational events")
     return _typed(rows, ints=("events", "resources", "syncs"), times=("first_event", "last_event"))
 
 
@@ -446,6 +446,7 @@ __all__: Sequence[str] = (
     "hourly_counts",
     "operation_events_by_category",
     "performance_by_system",
+    "read_rows",
     "window_summary",
 )
 
@@ -477,7 +478,7 @@ def colour_counts(
     query = sa.select(
         *(sa.func.count().filter(colour == c).label(c) for c in ("red", "yellow", "green"))
     ).select_from(sync_state)
-    (row,) = _rows(store, query, "count resources by health")
+    (row,) = read_rows(store, query, "count resources by health")
     return {c: _int(row[c]) for c in ("red", "yellow", "green")}
 
 
@@ -580,7 +581,7 @@ def daily_totals(
         avg("accuracy").label("accuracy"),
         avg("overall").label("overall_quality"),
     ).group_by(day)
-    rows = _rows(store, query, "read daily totals")
+    rows = read_rows(store, query, "read daily totals")
     _typed(
         rows,
         ints=(
