@@ -15,9 +15,10 @@ In one run:
    header, so OpenMetrics, and gzip). Each scrape is an HTTP GET on a new connection, timed
    until the body is read. Medians, and the ratio of each scrape's median to the baseline's.
 3. **Where the time goes.** In this process, on a store of the schema (medians of the same
-   number of calls): the snapshot read alone (``read_monitoring_snapshot``), the collector
-   (read and build the samples), and the text exposition (``generate_latest``), with GC frozen
-   as the server has it.
+   number of calls): the snapshot read alone (``read_monitoring_snapshot``), the collector's
+   families (read and build), the whole text exposition as the server writes it
+   (``render_exposition``), and the same written by prometheus_client's ``generate_latest``
+   (the byte-for-byte reference), with GC frozen as the server has it.
 
 The schema is dropped at the end. Target: a scrape under 200 ms (median).
 
@@ -182,7 +183,7 @@ def scrape(port: int, headers: dict[str, str]) -> tuple[float, int, bytes]:
 def breakdown(url: str, schema: str, repeat: int) -> dict[str, float]:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from sync_observability.prometheus import SyncMetricsCollector
+    from sync_observability.prometheus import SyncMetricsCollector, render_exposition
     from sync_observability.storage.monitoring import read_monitoring_snapshot
 
     store = SyncStore.from_url(url, schema=schema, auto_migrate=False)
@@ -195,8 +196,11 @@ def breakdown(url: str, schema: str, repeat: int) -> dict[str, float]:
         read_monitoring_snapshot(store)  # warm-up: connect, compile
         steps = {
             "snapshot read": lambda: read_monitoring_snapshot(store),
-            "collector (read + samples)": lambda: list(collector.collect()),
-            "text exposition (all of it)": lambda: generate_latest(registry),
+            "read + families (collector.gauges)": collector.gauges,
+            "text exposition (all of it)": lambda: render_exposition(
+                collector.gauges(), openmetrics=False
+            ),
+            "  the same by prometheus_client": lambda: generate_latest(registry),
         }
         return {name: median_ms([timed(fn) for _ in range(repeat)]) for name, fn in steps.items()}
     finally:

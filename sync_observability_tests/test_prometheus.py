@@ -26,7 +26,7 @@ import prometheus_client
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_exposition
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
@@ -37,10 +37,11 @@ from sync_observability.clock import utcnow
 from sync_observability.prometheus import (
     MIN_SCRAPE_BUDGET_SECONDS,
     MetricsApp,
+    fast_format,
     make_metrics_app,
     scrape_budget,
-    without_name_escaping,
 )
+from sync_observability.storage.records import SyncOutcome
 from sync_observability_tests import known_history as known
 from sync_observability_tests.conftest import WITH_PARTITIONED, Backend, make_backend
 
@@ -306,46 +307,89 @@ def test_the_cli_loads_prometheus_client_only_to_serve() -> None:
     assert out.stdout.strip() == "False"
 
 
-PROMETHEUS_2_ACCEPT = (
+PROMETHEUS_2_ACCEPT = (  # what Prometheus 2.42 sends (scrape.go, acceptHeader)
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
+# Resource names that need escaping in a label value, or that a careless writer would break.
+AWKWARD_NAMES = ['quote"d', "back\\slash", "new\nline", "ünï/表", 'a,b="c"}', " spaced "]
 
 
-def test_openmetrics_names_are_not_escaped_character_by_character() -> None:
-    assert without_name_escaping(PROMETHEUS_2_ACCEPT) == (
-        "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8,"
-        "application/openmetrics-text;version=0.0.1;q=0.75;escaping=allow-utf-8,"
-        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-    )
-    chosen = "application/openmetrics-text;version=1.0.0;escaping=underscores"
-    assert without_name_escaping(chosen) == chosen
-    assert without_name_escaping("text/plain") == "text/plain"
-
-
-def test_what_prometheus_2_gets_is_the_default_escaping_byte_for_byte(tmp_path: Any) -> None:
-    # Skipping the name escaping changes nothing because every name is a legacy one.
+@pytest.mark.parametrize(
+    ("accept", "written_here"),
+    [
+        (None, True),
+        (OPENMETRICS, True),
+        (PROMETHEUS_2_ACCEPT, True),
+        ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8", True),
+        ("text/plain;version=1.0.0;escaping=underscores", True),
+        ("text/plain;version=1.0.0;escaping=allow-utf-8", True),
+        # prometheus_client's own path: a format, or schemes that rewrite names.
+        ("application/openmetrics-text;version=2.0.0", False),
+        ("application/openmetrics-text;version=1.0.0;escaping=dots", False),
+        ("application/openmetrics-text;version=1.0.0;escaping=values", False),
+    ],
+)
+def test_every_format_is_prometheus_clients_byte_for_byte(
+    tmp_path: Any, accept: str | None, written_here: bool
+) -> None:
     url = f"sqlite:///{tmp_path / 'sync.db'}"
     assert CliRunner().invoke(main, ["migrate", "--database-url", url]).exit_code == 0
     now = utcnow().replace(microsecond=0)
     app = make_metrics_app(database_url=url, now=lambda: now)
     try:
         known.write_known_history(app.store, now)
+        for records, name in enumerate(AWKWARD_NAMES):
+            sync_id = f"awkward-{records}"
+            started = now - dt.timedelta(minutes=records + 1)
+            app.store.start_sync(sync_id=sync_id, resource=name, started_at=started)
+            app.store.finish_sync(
+                sync_id=sync_id,
+                resource=name,
+                started_at=started,
+                outcome=SyncOutcome(status="success", ended_at=now, records_processed=records),
+            )
         with serving(app) as base:
-            content_type, served = scrape(base, accept=PROMETHEUS_2_ACCEPT, gzipped=True)
-        reference = openmetrics_exposition(app.registry).decode()
+            content_type, served = scrape(base, accept=accept, gzipped=True)
+        encoder, expected_type = choose_encoder(accept)  # type: ignore[arg-type]
+        reference = encoder(app.registry).decode()
     finally:
         app.close()
-    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    assert content_type == expected_type
+    assert (fast_format(content_type) is not None) is written_here
 
     def timeless(text: str) -> list[str]:
-        return [line for line in text.splitlines() if "scrape_duration_seconds " not in line]
+        return [line for line in text.splitlines() if not SCRAPE_DURATION.match(line)]
 
     assert timeless(served) == timeless(reference)
-    legacy = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-    families = list(parse_openmetrics(served))
-    assert len(families) == 10
-    for family in families:
-        assert legacy.match(family.name), family.name
-        for sample in family.samples:
-            assert all(legacy.match(label) for label in sample.labels), sample
+    assert len(timeless(served)) >= 60
+    if written_here:
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        records = series(samples(served, openmetrics), "last_records_processed")
+        assert {name: records[name] for name in AWKWARD_NAMES} == {
+            name: float(n) for n, name in enumerate(AWKWARD_NAMES)
+        }
+        assert all(legacy.match(f.name) for f in parse_text(served) if not openmetrics)
+
+
+SCRAPE_DURATION = re.compile(r"^\S*scrape_+duration_+seconds\S* ")
+legacy = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+def test_a_name_filter_is_prometheus_clients(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'sync.db'}"
+    assert CliRunner().invoke(main, ["migrate", "--database-url", url]).exit_code == 0
+    app = make_metrics_app(database_url=url)
+    try:
+        with serving(app) as base:
+            request = urllib.request.Request(
+                f"{base}/metrics?name[]=sync_observability_up&name[]=sync_observability_table_rows"
+            )
+            with urllib.request.urlopen(request, timeout=60) as response:
+                values = samples(response.read().decode())
+    finally:
+        app.close()
+    assert {name for name, _ in values} == {
+        "sync_observability_up",
+        "sync_observability_table_rows",
+    }
