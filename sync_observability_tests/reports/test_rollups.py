@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from sync_observability import SyncOutcome, SyncStore
-from sync_observability.clock import floor_hour, utcnow
+from sync_observability.clock import floor_hour
 from sync_observability.errors import InvalidInputError
 from sync_observability.health import health_indicator
 from sync_observability.reports import REPORTS, cost_trends, quality_trends, status, top_errors
@@ -346,36 +346,52 @@ def test_volume_baselines_follow_backfills_and_retention(store):
     assert volume_answers(store_with(store, "read")) == volume_answers(store_with(store, "off"))
 
 
-def test_todays_closed_hours_come_from_the_daily_counts(store):
-    """On the real clock, today's row in sync_history_daily counts its closed hours only."""
-    now = utcnow()
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+@pytest.mark.parametrize(
+    ("wall", "compared", "closed_today"),
+    [
+        (at("06-15 14:37"), 14, 2),  # hours 00-13 compared; 14:00 - 5 min grace closes 00-13
+        (at("06-15 01:03"), 1, 0),  # 00:00-01:00 compared, but within the grace: not rolled
+        (at("06-15 00:20"), 0, 0),  # the day's first hour: nothing to compare, nothing rolled
+    ],
+)
+def test_todays_closed_hours_come_from_the_daily_counts(
+    store, monkeypatch, wall, compared, closed_today
+):
+    """Today's row in sync_history_daily counts its closed hours only, on the roll-up's clock."""
+    monkeypatch.setattr(hourly_rollups, "utcnow", lambda: wall)
+    midnight = wall.replace(hour=0, minute=0)
     runs = [
         Run("clock/a", midnight - dt.timedelta(days=d, hours=h), 5)
         for d in range(1, 8)
         for h in range(d % 3 + 1)
     ]
-    today = [midnight + (now - midnight) * f for f in (0.1, 0.5, 0.999)]
+    today = [midnight + (wall - midnight) * f for f in (0.1, 0.5, 0.999)]
     runs += [Run("clock/a", t, 5) for t in today] + [Run("clock/b", today[0], None)]
     add_runs(store, runs)
     rolled = [
-        REPORTS["volume-anomalies"](store, now=now, days=days, include_normal=True)
+        REPORTS["volume-anomalies"](store, now=wall, days=days, include_normal=True)
         for days in (1, 3, 30)
     ]
     live = [
         REPORTS["volume-anomalies"](
-            store_with(store, "off"), now=now, days=days, include_normal=True
+            store_with(store, "off"), now=wall, days=days, include_normal=True
         )
         for days in (1, 3, 30)
     ]
     assert [r.to_dict("records") for r in rolled] == [r.to_dict("records") for r in live]
     # Today's ended hours are compared (the same ones of earlier days): none in the first hour.
+    assert hourly_rollups.compared_hours(wall) == compared
     found = rolled[2].to_dict("records")
-    if hourly_rollups.compared_hours(now):
-        assert found[0]["today_operations"] == sum(t < floor_hour(now) for t in today)
+    if compared:
+        assert found[0]["today_operations"] == sum(t < floor_hour(wall) for t in today)
     else:
         assert found == []
-    until = rollup_state(store).rolled_until
+    state = rollup_state(store)
+    if not compared:  # the report had no hour to read, and rolled nothing up
+        assert state is None
+        return
+    until = state.rolled_until
+    assert until == max(floor_hour(wall - hourly_rollups.GRACE), midnight)
     with store.engine.connect() as conn:
         counted = dict(
             conn.execute(
@@ -384,10 +400,8 @@ def test_todays_closed_hours_come_from_the_daily_counts(store):
                 )
             ).all()
         )
-    # Unless the clock is within the first hour and grace period of the day.
-    if until > midnight:
-        closed = sum(t < until for t in today)
-        assert counted == ({"clock/a": closed, "clock/b": 1} if today[0] < until else {})
+    assert sum(t < until for t in today) == closed_today
+    assert counted == ({"clock/a": closed_today, "clock/b": 1} if closed_today else {})
 
 
 @pytest.mark.slow
