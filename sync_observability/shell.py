@@ -76,6 +76,9 @@ MAX_ARGV_CHARS = 2000
 """The command line kept in the sync's metadata is cut to this many characters."""
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+EXIT_ALREADY_RUNNING = 75
+"""``sync-obs run``'s exit code when the resource is already running and the command did not
+run: sysexits' EX_TEMPFAIL (try again later), so a script tells it from the command's own 1."""
 
 # Error codes in sync_history.errors (and error_message's prefix).
 COMMAND_FAILED = "COMMAND_FAILED"

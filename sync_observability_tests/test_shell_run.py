@@ -33,6 +33,7 @@ from sync_observability.shell import (
     COMMAND_KILLED,
     COMMAND_NOT_EXECUTABLE,
     COMMAND_NOT_FOUND,
+    EXIT_ALREADY_RUNNING,
     ORPHANED,
     STDERR_TAIL_BYTES,
     STDERR_TAIL_LINES,
@@ -194,10 +195,10 @@ def test_a_resource_already_running_refuses_the_command_until_its_process_is_gon
         held = store.get_sync("held")
         assert held is not None and held.sync_status == "running"
 
-        # Through the CLI: one line, exit code 1.
+        # Through the CLI: one line, and an exit code no command's plain failure (1) shares.
         where = ["--database-url", backend.url, "--schema", backend.schema]
         result = CliRunner().invoke(main, ["run", *where, "--resource", "ops/job", "--", *touch])
-        assert result.exit_code == 1
+        assert result.exit_code == EXIT_ALREADY_RUNNING == 75
         assert result.output.startswith("Error: resource 'ops/job' is already being synced")
         assert len(result.output.splitlines()) == 1
         assert not marker.exists()

@@ -20,8 +20,13 @@ from sync_observability.cli.options import (
     Seconds,
     database_options,
 )
-from sync_observability.errors import InvalidInputError
-from sync_observability.shell import DEFAULT_KILL_AFTER, OPERATION_TYPES, run_tracked
+from sync_observability.errors import InvalidInputError, SyncAlreadyRunningError
+from sync_observability.shell import (
+    DEFAULT_KILL_AFTER,
+    EXIT_ALREADY_RUNNING,
+    OPERATION_TYPES,
+    run_tracked,
+)
 from sync_observability.storage.store import SyncStore
 from sync_observability.validation import check_name
 
@@ -80,8 +85,8 @@ def run(
 
     When the database cannot be reached the command still runs, untracked, after a warning.
     When the resource is already running (another sync-obs run of it), the command does not
-    run: one line on stderr and exit code 1; a sync-obs run on this host whose process is gone
-    is first marked failed (ORPHANED).
+    run: one line on stderr and exit code 75 (EX_TEMPFAIL: try again later); a sync-obs run on
+    this host whose process is gone is first marked failed (ORPHANED).
 
     Put -- before the command: sync-obs run --resource nightly/backup -- ./backup.sh --full
     """
@@ -95,8 +100,8 @@ def run(
             storage_timeout_seconds=database.storage_timeout,
         )
 
-    ctx.exit(
-        run_tracked(
+    try:
+        exit_code = run_tracked(
             command,
             open_store=open_store,
             resource=resource,
@@ -105,4 +110,8 @@ def run(
             target_system=target_system,
             kill_after=kill_after,
         )
-    )
+    except SyncAlreadyRunningError as refused:
+        error = click.ClickException(" ".join(str(refused).split()))
+        error.exit_code = EXIT_ALREADY_RUNNING
+        raise error from refused
+    ctx.exit(exit_code)
