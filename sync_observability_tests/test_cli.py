@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from sync_observability.cli import main
+from sync_observability.cli import COMMANDS, main
 from sync_observability.storage.migrate import head_revision
 from sync_observability.storage.records import SyncOutcome
 from sync_observability_tests.conftest import Backend
@@ -246,6 +246,15 @@ def test_every_command_has_help() -> None:
         assert "SYNC_OBS_STORAGE_TIMEOUT" in result.stdout
     assert "--json" in CliRunner().invoke(main, ["status", "--help"]).stdout
     assert "--since" in CliRunner().invoke(main, ["history", "--help"]).stdout
+
+
+def test_the_command_list_fits_an_80_column_terminal_uncut() -> None:
+    result = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    listed = result.stdout.split("Commands:\n")[1].splitlines()
+    assert [line.split()[0] for line in listed] == sorted(COMMANDS)
+    for line in listed:
+        assert len(line) <= 80 and not line.endswith("..."), line
 
 
 def command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -73,7 +73,12 @@ def _exit_with_error(
     ctx.exit(EXIT_ERROR)
 
 
-@click.group("archive", cls=OneLineErrorsGroup, invoke_without_command=True)
+@click.group(
+    "archive",
+    cls=OneLineErrorsGroup,
+    invoke_without_command=True,
+    short_help="Archive old history, purge old rows, export to a cold archive.",
+)
 @database_options
 @click.option(
     "--archive-after-days",

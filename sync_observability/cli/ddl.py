@@ -39,7 +39,7 @@ def _postgres_url(database: DatabaseOption) -> None:
         )
 
 
-@click.group(cls=OneLineErrorsGroup)
+@click.group(cls=OneLineErrorsGroup, short_help="Record DDL statements in ddl_events (PostgreSQL).")
 def ddl() -> None:
     """Record DDL (CREATE, ALTER, DROP, GRANT, REVOKE) in ddl_events (PostgreSQL)."""
 

@@ -28,7 +28,7 @@ QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}
 MAX_DEMO_RUNS = 1_000
 
 
-@click.command()
+@click.command(short_help="Materialize the example assets, then print the status.")
 @click.option(
     "--runs",
     type=click.IntRange(min=1, max=MAX_DEMO_RUNS),

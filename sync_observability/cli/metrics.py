@@ -26,7 +26,9 @@ DEFAULT_PORT = 9464
 METRICS_PATH = "/metrics"
 
 
-@click.group(cls=OneLineErrorsGroup)
+@click.group(
+    cls=OneLineErrorsGroup, short_help="Serve Prometheus metrics of sync_state and sync_alerts."
+)
 def metrics() -> None:
     """Prometheus / OpenMetrics exposition of sync_state and sync_alerts."""
 

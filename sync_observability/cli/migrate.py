@@ -13,7 +13,7 @@ import click
 from sync_observability.cli.options import DatabaseOption, database_options
 
 
-@click.command()
+@click.command(short_help="Create or upgrade the tables (Alembic).")
 @database_options
 def migrate(database: DatabaseOption) -> None:
     """Create or upgrade the tables (Alembic); prints the revision before and after."""

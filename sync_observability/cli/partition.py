@@ -23,7 +23,7 @@ from sync_observability.storage import partitioning
 MAX_MONTHS_AHEAD = 120  # ten years of empty partitions is already more than anyone needs
 
 
-@click.group()
+@click.group(short_help="Partition sync_history by month (PostgreSQL).")
 def partition() -> None:
     """Partition sync_history by month (PostgreSQL; see docs: past ~100 MB)."""
 

@@ -77,7 +77,10 @@ def _echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
 
-@click.group(cls=OneLineErrorsGroup)
+@click.group(
+    cls=OneLineErrorsGroup,
+    short_help="Database roles and row-level security per team (PostgreSQL).",
+)
 def roles() -> None:
     """Reader, writer and owner roles, and row-level security per team (PostgreSQL)."""
 

@@ -38,7 +38,10 @@ def _name(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
         raise click.BadParameter(e.reason, ctx, param) from e
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command(
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run a command as a tracked sync; exit with its exit code.",
+)
 @click.option(
     "--resource",
     required=True,

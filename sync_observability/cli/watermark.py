@@ -41,7 +41,9 @@ from sync_observability.storage.records import WatermarkChange
 _KIND_STYLES = {"advance": "green", "set": "cyan", "rewind": "yellow", "refused": "bold red"}
 
 
-@click.group(cls=OneLineErrorsGroup)
+@click.group(
+    cls=OneLineErrorsGroup, short_help="Show, set or rewind a resource's watermark (audited)."
+)
 def watermark() -> None:
     """Show, set or rewind a resource's watermark (every change is audited)."""
 
