@@ -36,9 +36,11 @@ from sync_observability.cli import main
 from sync_observability.clock import utcnow
 from sync_observability.prometheus import (
     MIN_SCRAPE_BUDGET_SECONDS,
+    Gauge,
     MetricsApp,
     fast_format,
     make_metrics_app,
+    render_exposition,
     scrape_budget,
 )
 from sync_observability.storage.records import SyncOutcome
@@ -376,15 +378,21 @@ SCRAPE_DURATION = re.compile(r"^\S*scrape_+duration_+seconds\S* ")
 legacy = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
-def test_a_name_filter_is_prometheus_clients(tmp_path: Any) -> None:
+@pytest.mark.parametrize(
+    "query",
+    [
+        "name[]=sync_observability_up&name[]=sync_observability_table_rows",
+        # As Prometheus sends a scrape config's `params:` (Go's url.Values.Encode).
+        "name%5B%5D=sync_observability_table_rows&name%5B%5D=sync_observability_up",
+    ],
+)
+def test_a_name_filter_is_prometheus_clients(tmp_path: Any, query: str) -> None:
     url = f"sqlite:///{tmp_path / 'sync.db'}"
     assert CliRunner().invoke(main, ["migrate", "--database-url", url]).exit_code == 0
     app = make_metrics_app(database_url=url)
     try:
         with serving(app) as base:
-            request = urllib.request.Request(
-                f"{base}/metrics?name[]=sync_observability_up&name[]=sync_observability_table_rows"
-            )
+            request = urllib.request.Request(f"{base}/metrics?{query}")
             with urllib.request.urlopen(request, timeout=60) as response:
                 values = samples(response.read().decode())
     finally:
@@ -393,3 +401,24 @@ def test_a_name_filter_is_prometheus_clients(tmp_path: Any) -> None:
         "sync_observability_up",
         "sync_observability_table_rows",
     }
+
+
+def test_an_accept_version_prometheus_client_cannot_read_gets_the_text_format(
+    tmp_path: Any,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'sync.db'}"
+    assert CliRunner().invoke(main, ["migrate", "--database-url", url]).exit_code == 0
+    app = make_metrics_app(database_url=url)
+    try:
+        with serving(app) as base:
+            content_type, text = scrape(base, accept='application/openmetrics-text; version="1"')
+    finally:
+        app.close()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert series(samples(text), "up") == {(): 1.0}
+
+
+def test_labels_out_of_order_are_refused() -> None:
+    gauge = Gauge("x", "doc", ("status", "resource"), [(("ok", "r"), 1.0)])
+    with pytest.raises(ValueError, match=r"x: labels .* not in sorted order"):
+        render_exposition([gauge], openmetrics=False)
