@@ -24,17 +24,25 @@ from rich.console import Console
 
 from sync_observability import InvalidInputError, SyncStore
 from sync_observability.cli.archive import _progress_bar, archive
+from sync_observability.clock import utcnow
 from sync_observability.retention import (
     LOCK_HELD,
     RETENTION_RESOURCE,
     RetentionPolicy,
+    SyncRetentionConfig,
     retention_cutoffs,
     run_retention,
     sync_retention_job,
     sync_retention_schedule,
 )
+from sync_observability.retention.steps import table_ages
 from sync_observability.storage.retention_store import RetentionStore
-from sync_observability.storage.schema import sync_alerts, sync_history, sync_history_archive
+from sync_observability.storage.schema import (
+    ddl_events,
+    sync_alerts,
+    sync_history,
+    sync_history_archive,
+)
 from sync_observability_tests.conftest import Backend
 
 UTC = dt.timezone.utc
@@ -628,4 +636,64 @@ def test_the_progress_bar_on_a_terminal_counts_every_step_to_its_planned_total(
     assert f"{len(old)}/{len(old)}" in drawn
     with _progress_bar(console, enabled=False) as progress:
         assert progress is None
+    engine.dispose()
+
+
+# -- ddl_events ------------------------------------------------------------------------------
+
+
+def ddl_event_rows(now: dt.datetime, ages_in_days: range) -> list[dict[str, Any]]:
+    """One DDL event per age (its event_id), as the PostgreSQL triggers record them."""
+    return [
+        {
+            "event_id": days,
+            "event_time": now - days * DAY,
+            "command_tag": "ALTER TABLE",
+            "object_type": "table",
+            "object_identity": f"public.t{days}",
+            "statement": f"ALTER TABLE t{days} ADD COLUMN c int",
+            "db_session_user": "alice",
+            "transaction_id": 1000 + days,
+        }
+        for days in ages_in_days
+    ]
+
+
+def test_ddl_events_are_kept_unless_given_an_age(backend: Backend, store: SyncStore) -> None:
+    engine = backend.engine()
+    insert(engine, ddl_events, ddl_event_rows(NOW, range(1, 41)))
+    everything = rows_by_id(engine, ddl_events, "event_id")
+
+    default = run_retention(store, RetentionPolicy(), now=NOW)
+    assert "ddl_events.purged" not in default.counts
+    assert rows_by_id(engine, ddl_events, "event_id") == everything
+
+    policy = RetentionPolicy(table_ages=table_ages(90, 30), batch_size=4)
+    assert (
+        run_retention(store, dataclasses.replace(policy, dry_run=True), now=NOW).counts[
+            "ddl_events.purged"
+        ]
+        == 10
+    )
+    result = run_retention(store, policy, now=NOW)
+    assert result.counts["ddl_events.purged"] == 10  # 31 to 40 days old; 30 is the cutoff
+    kept = rows_by_id(engine, ddl_events, "event_id")
+    assert kept == {i: row for i, row in everything.items() if i <= 30}
+    engine.dispose()
+
+
+def test_ddl_events_age_in_the_cli_and_the_job_config(backend: Backend, store: SyncStore) -> None:
+    assert SyncRetentionConfig().policy().table_ages == {"sync_alerts": 90}
+    assert SyncRetentionConfig(ddl_events_after_days=30).policy().table_ages == {
+        "sync_alerts": 90,
+        "ddl_events": 30,
+    }
+    engine = backend.engine()
+    insert(engine, ddl_events, ddl_event_rows(utcnow(), range(10, 101, 10)))
+    result = invoke(backend, "--ddl-events-after-days", "45", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["ddl_events.purged"] == 6  # 50 to 100 days old
+    assert sorted(rows_by_id(engine, ddl_events, "event_id")) == [10, 20, 30, 40]
+    bad = invoke(backend, "--ddl-events-after-days", "0")
+    assert bad.exit_code == 2 and "'--ddl-events-after-days'" in bad.output
     engine.dispose()

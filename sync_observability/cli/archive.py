@@ -51,6 +51,7 @@ from sync_observability.retention.steps import (
     RetentionProgress,
     RetentionResult,
     run_retention,
+    table_ages,
 )
 
 if TYPE_CHECKING:
@@ -120,6 +121,12 @@ def _exit_with_error(
     help="Delete resolved (and announced) sync_alerts resolved longer ago than this.",
 )
 @click.option(
+    "--ddl-events-after-days",
+    type=DAYS,
+    default=None,
+    help="Delete ddl_events recorded longer ago than this (default: keep them, an audit trail).",
+)
+@click.option(
     "--batch-size",
     type=ROW_LIMIT,
     default=DEFAULT_BATCH_SIZE,
@@ -150,6 +157,7 @@ def archive(
     cold_url: str | None,
     cold_after_days: int,
     alerts_after_days: int,
+    ddl_events_after_days: int | None,
     batch_size: int,
     keep_last: int,
     dry_run: bool,
@@ -178,7 +186,7 @@ def archive(
         policy = RetentionPolicy(
             archive_after_days=archive_after_days,
             purge_after_days=purge_after_days,
-            table_ages={"sync_alerts": alerts_after_days},
+            table_ages=table_ages(alerts_after_days, ddl_events_after_days),
             batch_size=batch_size,
             dry_run=dry_run,
             keep_last_per_resource=keep_last,

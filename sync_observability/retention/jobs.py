@@ -27,6 +27,7 @@ from sync_observability.retention.steps import (
     RetentionResult,
     run_retention,
     skipped_result,
+    table_ages,
 )
 from sync_observability.tracking import SyncTracker
 
@@ -78,6 +79,11 @@ class SyncRetentionConfig(dg.Config):
         default=None,
         description="Delete whole months of cold files older than this (unset: keep them).",
     )
+    ddl_events_after_days: int | None = Field(
+        default=None,
+        description="Delete ddl_events recorded longer ago than this (unset: keep them, an "
+        "audit trail).",
+    )
 
     def policy(self) -> RetentionPolicy:
         """The :class:`RetentionPolicy` this config describes (the cold URL read now)."""
@@ -93,7 +99,7 @@ class SyncRetentionConfig(dg.Config):
         return RetentionPolicy(
             archive_after_days=self.archive_after_days,
             purge_after_days=self.purge_after_days,
-            table_ages={"sync_alerts": self.alerts_after_days},
+            table_ages=table_ages(self.alerts_after_days, self.ddl_events_after_days),
             batch_size=self.batch_size,
             dry_run=self.dry_run,
             keep_last_per_resource=self.keep_last,

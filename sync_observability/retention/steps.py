@@ -73,7 +73,8 @@ class RetentionPolicy:
         purge_after_days: archive rows that started longer ago than this are deleted; at least
             ``archive_after_days``.
         table_ages: days after which other tables' old rows are deleted, by table
-            (``sync_alerts``: resolved alerts, by ``resolved_at``). A table left out is kept.
+            (``sync_alerts``: resolved alerts, by ``resolved_at``; ``ddl_events`` by
+            ``event_time``). A table left out is kept.
         batch_size: rows per transaction.
         dry_run: count what would move and be deleted; change nothing.
         keep_last_per_resource: the last this many syncs of each resource stay in
@@ -125,6 +126,15 @@ class RetentionPolicy:
                 raise InvalidInputError(
                     "table_ages", name, f"is not a table retention purges by age ({others})"
                 )
+
+
+def table_ages(alerts_after_days: int, ddl_events_after_days: int | None) -> dict[str, int]:
+    """:attr:`RetentionPolicy.table_ages` from the job's and the CLI's options (``ddl_events``
+    only when an age is given)."""
+    ages = {"sync_alerts": alerts_after_days}
+    if ddl_events_after_days is not None:
+        ages["ddl_events"] = ddl_events_after_days
+    return ages
 
 
 def _check_positive_int(field: str, value: Any) -> None:

@@ -192,6 +192,9 @@ PURGE_TARGETS: dict[str, PurgeTarget] = {
         "alert_id",
         only=lambda t: sa.and_(t.c.status == "resolved", t.c.resolution_notified_at.is_not(None)),
     ),
+    # Kept unless an age is given: an audit trail. user-activity's baselines come from the
+    # hourly roll-up, which stays.
+    "ddl_events": PurgeTarget("ddl_events", "event_time", "event_id"),
 }
 
 # An arbitrary constant naming retention's advisory lock; the schema name is mixed in so that
