@@ -64,7 +64,7 @@ class SyncAlreadyRunningError(SyncStateError):
         super().__init__(
             f"resource {resource!r} is already being synced by sync {running_sync_id} "
             f"(started {started_at}); sync_observability runs one sync per resource at a time. "
-            "Wait for it to finish, or reap it if its process is gone."
+            "Wait for it to finish; if its process is gone, sync_stuck_runs_sensor reaps it."
         )
 
 

@@ -257,6 +257,26 @@ def test_the_command_list_fits_an_80_column_terminal_uncut() -> None:
         assert len(line) <= 80 and not line.endswith("..."), line
 
 
+def test_no_subcommand_summary_is_cut() -> None:
+    groups = [path for path in command_paths(main) if path and _is_group(path)]
+    assert len(groups) >= 6
+    for path in groups:
+        result = CliRunner().invoke(main, [*path, "--help"], terminal_width=80)
+        assert result.exit_code == 0, path
+        listed = result.stdout.split("Commands:\n")[1].splitlines()
+        assert listed, path
+        for line in listed:
+            assert len(line) <= 80 and not line.rstrip().endswith("..."), (path, line)
+
+
+def _is_group(path: tuple[str, ...]) -> bool:
+    command: click.Command | None = main
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.get_command(click.Context(command), name)
+    return isinstance(command, click.Group)
+
+
 def command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """The path of ``command`` and of every command below it (``("watermark", "set")``)."""
     paths = [path]

@@ -65,11 +65,22 @@ class _OneLineErrors(click.Command):
             raise _one_line(error) from error
 
 
-class OneLineErrorsGroup(_OneLineErrors, click.Group):
-    """A group whose package errors become one line on stderr and exit code 1."""
+class UncutSummaryCommand(click.Command):
+    """A command whose summary in its group's command list is its whole first sentence, wrapped
+    by click, rather than cut with "..." at the terminal's width."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return super().get_short_help_str(limit=max(limit, 1000))
 
 
-class OneLineErrorsCommand(_OneLineErrors):
+class OneLineErrorsGroup(_OneLineErrors, UncutSummaryCommand, click.Group):
+    """A group whose package errors become one line on stderr and exit code 1, and whose
+    commands' summaries are never cut."""
+
+    command_class = UncutSummaryCommand
+
+
+class OneLineErrorsCommand(_OneLineErrors, UncutSummaryCommand):
     """The same for a command used on its own."""
 
 

@@ -14,7 +14,7 @@ import json
 import click
 import sqlalchemy as sa
 
-from sync_observability.cli.options import DatabaseOption, database_options
+from sync_observability.cli.options import DatabaseOption, OneLineErrorsGroup, database_options
 from sync_observability.cli.output import make_console
 from sync_observability.clock import utcnow
 from sync_observability.errors import SyncObservabilityError
@@ -23,7 +23,7 @@ from sync_observability.storage import partitioning
 MAX_MONTHS_AHEAD = 120  # ten years of empty partitions is already more than anyone needs
 
 
-@click.group(short_help="Partition sync_history by month (PostgreSQL).")
+@click.group(cls=OneLineErrorsGroup, short_help="Partition sync_history by month (PostgreSQL).")
 def partition() -> None:
     """Partition sync_history by month (PostgreSQL; see docs: past ~100 MB)."""
 

@@ -208,7 +208,8 @@ roles.command(
 )(database_options(_member_options(_members(access.grant, "grant"))))
 roles.command(
     "revoke",
-    help="Take the group roles back from roles (REVOKE ... FROM NAME). Idempotent.",
+    help="Take the group roles back from roles (REVOKE sync_observability_reader FROM NAME). "
+    "Idempotent.",
 )(database_options(_member_options(_members(access.revoke, "revoke"))))
 
 
