@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -123,6 +124,56 @@ def test_status_shows_health_as_a_table_and_as_json(backend: Backend) -> None:
     for resource, health in expected.items():
         assert line_of(table, resource).rstrip().endswith(health)
     assert "running" in line_of(table, "busy_investors")
+
+
+# The status table's columns, and the order a narrow terminal leaves them out in.
+STATUS_COLUMNS = [
+    "Resource",
+    "Status",
+    "Last run (UTC)",
+    "Watermark (UTC)",
+    "Age h",
+    "Running s",
+    "Records",
+    "ms",
+    "Errors",
+    "Fails",
+    "Health",
+]
+LEFT_OUT_FIRST = [
+    "Errors",
+    "Watermark (UTC)",
+    "Running s",
+    "ms",
+    "Records",
+    "Age h",
+    "Last run (UTC)",
+]
+
+
+@pytest.mark.parametrize("columns", [200, 100, 80, 60])
+def test_status_leaves_out_columns_rather_than_cut_cells(backend: Backend, columns: int) -> None:
+    succeed(backend, "crm/accounts_receivable", 123_456)
+    fail(backend, "crm/accounts_payable")
+    result = CliRunner().invoke(
+        main,
+        ["status", "--database-url", backend.url, "--schema", backend.schema],
+        env={"COLUMNS": str(columns)},
+    )
+    table = ok(result).stdout
+    assert "…" not in table
+    assert all(len(line) <= columns for line in table.splitlines())
+    shown = re.split(r"\s{2,}", line_of(table, "Resource").strip())
+    assert shown == [h for h in STATUS_COLUMNS if h in shown]
+    hidden = [h for h in STATUS_COLUMNS if h not in shown]
+    assert set(hidden) == set(LEFT_OUT_FIRST[: len(hidden)])
+    assert bool(hidden) == (columns < 200)
+    note = " ".join(table.split())
+    assert (f"hidden at {columns} columns (see --json)" in note) == bool(hidden)
+    assert all(h in note.split(" Health ")[-1] for h in hidden)
+    assert ("123,456" in line_of(table, "crm/accounts_receivable")) == ("Records" not in hidden)
+    failed = line_of(table, "crm/accounts_payable")
+    assert "failed" in failed and failed.rstrip().endswith("red")
 
 
 def test_status_shows_when_the_sync_ran_apart_from_its_watermark(backend: Backend) -> None:

@@ -32,7 +32,15 @@ from sync_observability.cli.options import (
     database_options,
     json_option,
 )
-from sync_observability.cli.output import add_columns, echo_json, make_console, number, when
+from sync_observability.cli.output import (
+    Column,
+    add_columns,
+    echo_json,
+    fitted_table,
+    make_console,
+    number,
+    when,
+)
 from sync_observability.clock import utcnow
 from sync_observability.cold import require_extra
 from sync_observability.cold.export import COLD_URL_ENV
@@ -43,6 +51,8 @@ from sync_observability.storage.schema import RUN_STATUSES
 HEALTH_STYLES = {"red": "bold red", "yellow": "bold yellow", "green": "bold green"}
 STATUS_STYLES = {"failed": "red", "running": "cyan", "success": "green", "never_run": "yellow"}
 ERROR_WIDTH = 60
+RIGHT = {"justify": "right", "no_wrap": True}
+NO_WRAP = {"no_wrap": True}
 
 
 @click.command()
@@ -82,27 +92,28 @@ def print_status(console: Console, rows: list[dict[str, Any]], where: str) -> No
     if not rows:
         console.print(f"No syncs recorded yet in {where}.")
         return
-    table = Table(title="Sync status", caption=where, title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("Resource", no_wrap=True)
-    table.add_column("Status")
-    table.add_column("Last run (UTC)")
-    table.add_column("Watermark (UTC)")
-    add_columns(table, "Age h", "Running s", "Records", "ms", "Errors", "Fails", justify="right")
-    table.add_column("Health", no_wrap=True)
-    for row in rows:
-        table.add_row(
-            row["resource"],
-            Text(row["status"], style=STATUS_STYLES.get(row["status"], "")),
-            when(row["last_run_at"]),
-            when(row["last_sync_time"]),
-            number(row["hours_since_sync"], "{:,.1f}"),
-            number(row["running_seconds"]),
-            number(row["records_synced"]),
-            number(row["duration_ms"]),
-            str(row["error_count"]),
-            str(row["consecutive_failures"]),
-            Text(row["health"], style=HEALTH_STYLES[row["health"]]),
-        )
+    columns = [
+        Column("Resource", lambda r: r["resource"], {"no_wrap": True}),
+        Column("Status", lambda r: Text(r["status"], style=STATUS_STYLES.get(r["status"], ""))),
+        Column("Last run (UTC)", lambda r: when(r["last_run_at"]), {"no_wrap": True}, drop=1),
+        Column("Watermark (UTC)", lambda r: when(r["last_sync_time"]), {"no_wrap": True}, 6),
+        Column("Age h", lambda r: number(r["hours_since_sync"], "{:,.1f}"), RIGHT, 2),
+        Column("Running s", lambda r: number(r["running_seconds"]), RIGHT, 5),
+        Column("Records", lambda r: number(r["records_synced"]), RIGHT, 3),
+        Column("ms", lambda r: number(r["duration_ms"]), RIGHT, 4),
+        Column("Errors", lambda r: str(r["error_count"]), RIGHT, 7),
+        Column("Fails", lambda r: str(r["consecutive_failures"]), RIGHT),
+        Column("Health", lambda r: Text(r["health"], style=HEALTH_STYLES[r["health"]]), NO_WRAP),
+    ]
+    table = fitted_table(
+        console,
+        columns,
+        rows,
+        title="Sync status",
+        caption=where,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
     console.print(table)
 
 
