@@ -18,8 +18,10 @@ import click
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from rich.console import Console
 
 from sync_observability.cli import COMMANDS, main
+from sync_observability.cli.output import Column, fitted_table
 from sync_observability.storage.migrate import head_revision
 from sync_observability.storage.records import SyncOutcome
 from sync_observability_tests.conftest import Backend
@@ -174,6 +176,12 @@ def test_status_leaves_out_columns_rather_than_cut_cells(backend: Backend, colum
     assert ("123,456" in line_of(table, "crm/accounts_receivable")) == ("Records" not in hidden)
     failed = line_of(table, "crm/accounts_payable")
     assert "failed" in failed and failed.rstrip().endswith("red")
+
+
+def test_a_fitted_table_of_no_rows_has_every_column() -> None:
+    columns = [Column("a", lambda r: r["a"]), Column("b", lambda r: r["b"], drop=1)]
+    table = fitted_table(Console(width=20), columns, [])
+    assert [c.header for c in table.columns] == ["a", "b"] and table.row_count == 0
 
 
 def test_status_shows_when_the_sync_ran_apart_from_its_watermark(backend: Backend) -> None:

@@ -80,7 +80,11 @@ def fitted_table(
     (``--json`` has every column)."""
     cells = [[column.cell(row) for column in columns] for row in rows]
     # The widest cell of each column, in one row: a table as wide as the whole one.
-    widest = [max((row[i] for row in cells), key=_cell_width) for i in range(len(columns))]
+    widest = (
+        [max((row[i] for row in cells), key=_cell_width) for i in range(len(columns))]
+        if cells
+        else []
+    )
     shown = list(range(len(columns)))
     droppable = sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop)
 
