@@ -60,7 +60,7 @@ RetentionProgress = Callable[[str, int, int], None]
 
 
 def _default_table_ages() -> dict[str, int]:
-    return {"sync_alerts": DEFAULT_ALERTS_AFTER_DAYS}
+    return table_ages(DEFAULT_ALERTS_AFTER_DAYS, None)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
